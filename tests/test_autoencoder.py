@@ -1,0 +1,53 @@
+import json
+
+import pytest
+
+from translate import autoencoder
+from translate.autoencoder import STATE_DIR, train_autoencoder
+from translate.config import OwnVAEConfig
+from translate.images import list_images
+from translate.latents import LatentCodec
+
+CFG = OwnVAEConfig(
+    block_out_channels=[8, 16],
+    norm_num_groups=4,
+    steps=4,
+    batch_size=4,
+    warmup_steps=1,
+    checkpoint_every=2,
+)
+
+
+def test_stage1_trains_saves_and_normalises(folders, tmp_path):
+    files = list_images(folders / "trainA") + list_images(folders / "trainB")
+    tests = list_images(folders / "testA")
+    report = train_autoencoder(CFG, files, tests, tmp_path / "vae", resolution=16)
+    assert report.steps == 4 and report.test_psnr > 0
+    codec = LatentCodec.from_pretrained(report.path)
+    assert codec.scaling_factor != 1.0  # set from the data
+    assert json.loads((report.path / "metrics.json").read_text())["steps"] == 4
+    assert not (tmp_path / f"vae{STATE_DIR}").exists()
+    again = train_autoencoder(CFG, files, tests, tmp_path / "vae", resolution=16)
+    assert again.path == report.path  # reused, not retrained
+
+
+def test_stage1_resumes_after_a_kill(folders, tmp_path, monkeypatch):
+    files = list_images(folders / "trainA")
+    real_save = autoencoder._save_state
+
+    def save_then_die(*args):
+        real_save(*args)
+        raise KeyboardInterrupt  # killed right after the step-2 resume point
+
+    monkeypatch.setattr(autoencoder, "_save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_autoencoder(CFG, files, files[:2], tmp_path / "vae", resolution=16)
+    assert not (tmp_path / "vae").exists()
+    monkeypatch.setattr(autoencoder, "_save_state", real_save)
+    resumed = []
+    real_resume = autoencoder._resume
+    monkeypatch.setattr(
+        autoencoder, "_resume", lambda *a: resumed.append(real_resume(*a)) or resumed[-1]
+    )
+    report = train_autoencoder(CFG, files, files[:2], tmp_path / "vae", resolution=16)
+    assert resumed == [2] and report.steps == 4

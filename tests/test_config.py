@@ -1,0 +1,76 @@
+import pytest
+
+from translate.config import Config, load_config, to_dict
+from translate.errors import ConfigError
+
+
+def test_default_yaml_equals_builtin_defaults(repo):
+    assert to_dict(load_config(repo / "configs" / "default.yaml")) == to_dict(Config())
+
+
+@pytest.mark.parametrize("name", ["default", "tiny", "celeba_male2female", "folders_example"])
+def test_shipped_configs_load(repo, name):
+    load_config(repo / "configs" / f"{name}.yaml")
+
+
+def test_overrides_are_typed():
+    cfg = load_config(
+        None, ["train.steps=7", "flow.sigma=0.1", "model.attention=[false,false,true]"]
+    )
+    assert (
+        cfg.train.steps == 7
+        and cfg.flow.sigma == 0.1
+        and cfg.model.attention == [False, False, True]
+    )
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.stepz=3"])
+    message = str(err.value)
+    assert "train.stepz" in message and "train.steps" in message and "\n" not in message
+
+
+def test_unknown_section():
+    with pytest.raises(ConfigError, match="valid keys here: data, vae"):
+        load_config(None, ["nope=1"])
+
+
+def test_wrong_type_is_one_line():
+    with pytest.raises(ConfigError, match="train.batch_size") as err:
+        load_config(None, ["train.batch_size=many"])
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("flow.objective=gan", "ot-cfm, i-cfm, sb-cfm"),
+        ("data.source=imagenet", "emoji, folders, celeba"),
+        ("sample.method=heun", "euler, midpoint, rk4, dopri5"),
+        ("train.steps=0", "positive"),
+        ("model.attention=[true]", "one entry per"),
+    ],
+)
+def test_invalid_values(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_folders_needs_root():
+    with pytest.raises(ConfigError, match="data.root is required"):
+        load_config(None, ["data.source=folders"])
+
+
+def test_missing_file_and_bad_override(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.steps"])
+
+
+def test_unknown_key_in_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  stepss: 3\n")
+    with pytest.raises(ConfigError, match="train.stepss"):
+        load_config(path)

@@ -1,0 +1,89 @@
+import numpy as np
+import ot
+import pytest
+import torch
+
+from translate.config import FlowConfig
+from translate.coupling import (
+    ExactOTCoupler,
+    GlobalCoupler,
+    IndependentCoupler,
+    SinkhornCoupler,
+    build_coupler,
+    pairwise_cost,
+)
+
+
+def _batches(n=32, seed=0, shape=(4, 4, 4)):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=g), torch.randn(n, *shape, generator=g) + 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_is_a_permutation_with_the_emd_optimum(seed):
+    x0, x1 = _batches(seed=seed)
+    pairing = ExactOTCoupler()(x0, x1, torch.Generator())
+    # every A row kept in order, every B row used exactly once
+    torch.testing.assert_close(pairing.x0, x0)
+    matched = [int(torch.where((x1 == row).all(dim=(1, 2, 3)))[0]) for row in pairing.x1]
+    assert sorted(matched) == list(range(len(x1)))
+    cost = pairwise_cost(x0, x1).numpy()
+    n = len(x0)
+    optimum = ot.emd2(np.full(n, 1 / n), np.full(n, 1 / n), cost)
+    ours = cost[np.arange(n), matched].mean()
+    assert ours == pytest.approx(optimum, rel=1e-9)
+    assert pairing.cost_ratio < 1.0
+
+
+def test_independent_keeps_the_draws():
+    x0, x1 = _batches()
+    pairing = IndependentCoupler()(x0, x1, torch.Generator())
+    assert torch.equal(pairing.x0, x0) and torch.equal(pairing.x1, x1)
+
+
+def test_cost_resolution_pools_before_the_cost():
+    x0, x1 = _batches(shape=(4, 8, 8))
+    assert pairwise_cost(x0, x1, cost_resolution=2).shape == (32, 32)
+    pooled = torch.nn.functional.adaptive_avg_pool2d
+    expected = (
+        torch.cdist(pooled(x0, 2).flatten(1).double(), pooled(x1, 2).flatten(1).double()) ** 2
+    )
+    torch.testing.assert_close(pairwise_cost(x0, x1, 2), expected)
+
+
+def test_sinkhorn_samples_pairs_from_the_plan():
+    x0, x1 = _batches()
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = SinkhornCoupler(reg=0.05)(x0, x1, g1)
+    b = SinkhornCoupler(reg=0.05)(x0, x1, g2)
+    assert a.x0.shape == x0.shape and torch.equal(a.x1, b.x1)  # seeded: reproducible
+    assert a.cost_ratio < 1.0  # low entropy: close to the OT pairing
+
+
+def test_build_coupler_by_objective():
+    assert isinstance(build_coupler(FlowConfig(objective="ot-cfm")), ExactOTCoupler)
+    assert isinstance(build_coupler(FlowConfig(objective="i-cfm")), IndependentCoupler)
+    assert isinstance(build_coupler(FlowConfig(objective="sb-cfm", sigma=0.1)), SinkhornCoupler)
+
+
+def test_global_coupler_slices_one_plan():
+    x0, x1 = _batches(n=16)
+    full = ExactOTCoupler()(x0, x1, torch.Generator())
+    parts = [(x0[:8], x1[:8]), (x0[8:], x1[8:])]
+
+    def gather_from(parts, which):
+        return lambda _tensor: torch.cat([p[which] for p in parts])
+
+    for rank in range(2):
+        calls = iter([0, 1])
+        coupler = GlobalCoupler(
+            ExactOTCoupler(), lambda t, c=calls: gather_from(parts, next(c))(t), rank, 2
+        )
+        mine = coupler(*parts[rank], torch.Generator())
+        torch.testing.assert_close(mine.x0, full.x0[rank * 8 : rank * 8 + 8])
+        torch.testing.assert_close(mine.x1, full.x1[rank * 8 : rank * 8 + 8])
+
+
+def test_unequal_batches_raise():
+    with pytest.raises(ValueError, match="equal size"):
+        ExactOTCoupler()(torch.zeros(3, 2), torch.zeros(4, 2), torch.Generator())

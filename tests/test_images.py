@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from translate.images import list_images, load_rgb, resize_center_crop, to_pil, to_rgb, to_tensor
+
+
+def _transparent_red(mode):
+    image = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    image.putpixel((0, 0), (255, 0, 0, 255))
+    return image.convert(mode) if mode != "RGBA" else image
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_composited_on_white(mode):
+    rgb = to_rgb(_transparent_red(mode))
+    assert rgb.mode == "RGB" and rgb.getpixel((3, 3)) == (255, 255, 255)
+    assert rgb.getpixel((0, 0)) != (255, 255, 255)
+
+
+def test_palette_with_transparency():
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    image.putpixel((0, 0), 1)
+    image.info["transparency"] = 0
+    rgb = to_rgb(image)
+    assert rgb.getpixel((3, 3)) == (255, 255, 255) and rgb.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped():
+    array = np.full((4, 4), 32768, dtype=np.uint16)
+    rgb = to_rgb(Image.fromarray(array))
+    assert rgb.getpixel((0, 0)) == (127, 127, 127)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "P", "1", "I", "F"])
+def test_other_modes_become_rgb(mode):
+    assert to_rgb(Image.new("RGB", (3, 3), (10, 20, 30)).convert(mode)).mode == "RGB"
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("RGB", (4, 2), "white")
+    image.putpixel((0, 0), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=100)
+    loaded = load_rgb(path)
+    assert loaded.size == (2, 4)
+
+
+def test_resize_center_crop_shapes():
+    image = Image.new("RGB", (300, 200))
+    assert resize_center_crop(image, 64).size == (64, 64)
+    assert resize_center_crop(Image.new("RGB", (178, 218)), 32, crop=140).size == (32, 32)
+
+
+def test_tensor_round_trip():
+    image = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    x = to_tensor([image])
+    assert x.shape == (1, 3, 4, 4) and x.min() >= -1 and x.max() <= 1
+    assert np.array_equal(np.asarray(to_pil(x)[0]), np.asarray(image))
+
+
+def test_list_images_is_recursive_and_filters(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ["x.png", "a/y.JPG", "a/b/z.webp", "notes.txt", ".hidden.png"]:
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path)] == ["z.webp", "y.JPG", "x.png"]  # sorted by path

@@ -1,0 +1,99 @@
+import os
+
+import pytest
+import torch
+from diffusers import AutoencoderTiny
+
+from translate import latents as latents_module
+from translate.errors import TranslateError
+from translate.images import list_images
+from translate.latents import LatentCodec, cached_latents, load_latent_file
+
+
+@pytest.fixture
+def codec(tiny_vae):
+    return LatentCodec.from_pretrained(tiny_vae)
+
+
+def test_codec_applies_scale_and_shift(tiny_vae):
+    codec = LatentCodec.from_pretrained(tiny_vae)
+    codec.vae.register_to_config(scaling_factor=2.0, shift_factor=0.5)
+    codec = LatentCodec(codec.vae, str(tiny_vae))
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    raw = codec.vae.encode(x).latent_dist.mean
+    z = codec.encode(x)
+    torch.testing.assert_close(z, (raw - 0.5) * 2.0)
+    assert z.shape == (2, 4, 8, 8) and codec.downsample_factor == 2
+    torch.testing.assert_close(codec.decode(z), codec.vae.decode(raw).sample.clamp(-1, 1))
+    assert len(codec.decode_images(z)) == 2
+
+
+def test_tiny_autoencoder_and_subfolder(tmp_path):
+    tiny = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        upsampling_scaling_factor=2,
+        latent_channels=4,
+    )
+    tiny.save_pretrained(str(tmp_path / "pipe" / "vae"))
+    codec = LatentCodec.from_pretrained(tmp_path / "pipe", subfolder="vae")
+    z = codec.encode(torch.zeros(1, 3, 16, 16))
+    assert z.shape == (1, 4, 8, 8) and codec.downsample_factor == 2
+    assert codec.decode(z).shape == (1, 3, 16, 16)
+
+
+def test_missing_vae_is_one_line(tmp_path):
+    with pytest.raises(TranslateError, match="cannot load VAE from") as err:
+        LatentCodec.from_pretrained(tmp_path / "nothing-here")
+    assert "\n" not in str(err.value)
+
+
+def test_cache_hit_miss_and_invalidation(codec, folders, tmp_path, monkeypatch):
+    files = list_images(folders / "trainA")
+    calls = []
+    real = latents_module.encode_files
+    monkeypatch.setattr(
+        latents_module, "encode_files", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    first = cached_latents(tmp_path, codec, files, 16)
+    second = cached_latents(tmp_path, codec, files, 16)
+    assert len(calls) == 1 and torch.equal(first.latents, second.latents)
+    assert first.latents.shape == (12, 4, 8, 8) and first.names[0] == "trainA/000.png"
+    cached_latents(tmp_path, codec, files, 16, flip=True)  # other preprocessing: miss
+    assert len(calls) == 2
+    os.utime(files[0], ns=(1, 1))  # a touched file: miss
+    cached_latents(tmp_path, codec, files, 16)
+    assert len(calls) == 3
+    flipped = cached_latents(tmp_path, codec, files, 16, flip=True)
+    assert len(flipped.names) == 24 and flipped.names[12].endswith("#flip")
+
+
+def test_cache_is_never_half_written(codec, folders, tmp_path, monkeypatch):
+    files = list_images(folders / "trainA")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(latents_module, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cached_latents(tmp_path, codec, files, 16)
+    assert not list((tmp_path / "latents").glob("*.safetensors"))
+
+
+def test_corrupt_images_are_skipped_and_reported(codec, folders, tmp_path):
+    (folders / "trainA" / "broken.png").write_bytes(b"\x89PNG not really")
+    (folders / "trainA" / "empty.jpg").write_bytes(b"")
+    result = cached_latents(tmp_path, codec, list_images(folders / "trainA"), 16)
+    assert len(result.names) == 12 and len(result.failures) == 2
+    assert any("broken.png" in f for f in result.failures)
+    reloaded = load_latent_file(next((tmp_path / "latents").glob("*.safetensors")))
+    assert reloaded.failures == result.failures
+
+
+def test_all_unreadable_is_an_error(codec, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    with pytest.raises(TranslateError, match="could be read"):
+        cached_latents(tmp_path, codec, [bad], 16)

@@ -1,0 +1,105 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from translate import Translator
+from translate.config import ModelConfig
+from translate.errors import TranslateError
+from translate.latents import LatentCodec
+from translate.model import build_unet, velocity
+from translate.pipeline import TranslatorInfo
+
+
+@pytest.fixture
+def translator(tiny_vae):
+    torch.manual_seed(0)
+    unet = build_unet(
+        ModelConfig(
+            block_out_channels=[16, 32],
+            attention=[False, True],
+            layers_per_block=1,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        ),
+        8,
+        4,
+    )
+    info = TranslatorInfo(domain_a="circles", domain_b="squares", resolution=16)
+    return Translator(unet, LatentCodec.from_pretrained(tiny_vae), info, device="cpu")
+
+
+@pytest.fixture
+def images():
+    import numpy as np
+    from helpers import draw_shape
+
+    rng = np.random.default_rng(1)
+    return [draw_shape("A", 30, rng), draw_shape("A", 24, rng).resize((40, 24))]
+
+
+def test_velocity_feeds_float_time_times_1000():
+    seen = {}
+
+    class Probe(torch.nn.Module):
+        def forward(self, x, timesteps):
+            seen["t"] = timesteps
+            return type("Out", (), {"sample": x})()
+
+    velocity(Probe(), torch.zeros(3, 4, 2, 2), torch.tensor(0.25))
+    assert seen["t"].dtype == torch.float32 and seen["t"].tolist() == [250.0] * 3
+
+
+def test_call_both_directions(translator, images):
+    for direction in ("a2b", "b2a"):
+        out = translator(images, direction=direction, steps=2)
+        assert len(out) == 2 and all(o.size == (16, 16) for o in out)
+
+
+def test_deterministic_and_methods(translator, images):
+    a = translator(images, steps=2, method="euler")
+    b = translator(images, steps=2, method="euler")
+    assert [im.tobytes() for im in a] == [im.tobytes() for im in b]
+    assert len(translator(images, steps=2, method="dopri5")) == 2
+
+
+def test_trajectory_frames(translator, images):
+    frames = translator(images, steps=3, return_trajectory=True)
+    assert len(frames) == 2 and len(frames[0]) == 4 and isinstance(frames[0][0], Image.Image)
+
+
+def test_strength_and_direction_times(translator):
+    z = torch.randn(1, 4, 8, 8)
+    sol = translator.translate_latents(z, "b2a", steps=2, strength=0.5, return_trajectory=True)
+    assert sol.times.tolist() == [1.0, 0.75, 0.5]
+    with pytest.raises(ValueError, match="strength"):
+        translator.translate_latents(z, strength=0)
+    with pytest.raises(ValueError, match="direction"):
+        translator.translate_latents(z, direction="sideways")
+
+
+def test_save_and_load_round_trip(translator, images, tmp_path):
+    translator.save_pretrained(tmp_path / "ckpt")
+    loaded = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert loaded.domains == ("circles", "squares") and loaded.resolution == 16
+    assert json.loads((tmp_path / "ckpt" / "translator.json").read_text())["vae"] == {"path": "vae"}
+    assert (tmp_path / "ckpt" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    a = translator(images, steps=2)
+    b = loaded(images, steps=2)
+    assert [im.tobytes() for im in a] == [im.tobytes() for im in b]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_load_errors(translator, tmp_path):
+    with pytest.raises(TranslateError, match="checkpoint not found"):
+        Translator.from_pretrained(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TranslateError, match="not a translate checkpoint"):
+        Translator.from_pretrained(tmp_path / "empty")
+    translator.save_pretrained(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "translator.json").read_text())
+    meta["format_version"] = 99
+    (tmp_path / "ckpt" / "translator.json").write_text(json.dumps(meta))
+    with pytest.raises(TranslateError, match="upgrade"):
+        Translator.from_pretrained(tmp_path / "ckpt")

@@ -1,0 +1,147 @@
+"""The real training script on tiny data: run, kill -9, resume, report done, translate."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from translate import Translator, runs
+from translate import train as train_module
+from translate.config import load_config
+from translate.errors import TranslateError
+
+
+@pytest.fixture
+def workspace(tmp_path, folders, tiny_vae, repo):
+    def overrides(*extra):
+        return [
+            f"data.root={folders}",
+            f"vae.pretrained={tiny_vae}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"train.output_dir={tmp_path / 'run'}",
+            "train.log_with=none",
+            *extra,
+        ]
+
+    def command(*extra):
+        return [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "1",
+            str(repo / "train.py"),
+            "--config",
+            str(repo / "configs" / "tiny.yaml"),
+            *overrides(*extra),
+        ]
+
+    def config(*extra):
+        return load_config(repo / "configs" / "tiny.yaml", overrides(*extra))
+
+    return tmp_path, command, config
+
+
+def _run(cmd, cwd):
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_kill_resume_finish_translate(workspace, folders):
+    tmp, command, _ = workspace
+    cmd = command("train.steps=24", "train.checkpoint_every=3", "train.sample_every=12")
+    proc = subprocess.Popen(
+        cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 240
+    while runs.latest_state(tmp / "run") is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9 the launcher and the trainer
+    proc.wait()
+    killed_at = runs.latest_state(tmp / "run")
+    assert killed_at is not None and runs.finished_step(tmp / "run") is None
+
+    resumed = _run(cmd, tmp)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert runs.finished_step(tmp / "run") == 24
+    assert (tmp / "run" / "samples" / "step-000024.png").is_file()
+    assert len(runs.numbered(tmp / "run" / runs.STATE, "step")) == 2  # rotation keeps 2
+    assert (tmp / "run" / "config.yaml").is_file()
+
+    again = _run(cmd, tmp)
+    assert again.returncode == 0 and "already finished" in again.stdout + again.stderr
+
+    translator = Translator.from_pretrained(tmp / "run" / runs.FINAL, device="cpu")
+    source = folders / "testA" / "000.png"
+    for direction in ("a2b", "b2a"):
+        for method in ("euler", "dopri5"):
+            (out,) = translator([source], direction=direction, steps=2, method=method)
+            assert out.size == (16, 16)
+
+
+def test_kill_during_save_resumes_from_previous_state(workspace, monkeypatch):
+    tmp, _, config = workspace
+    cfg = config("train.steps=6", "train.checkpoint_every=3", "train.sample_every=100")
+    real_replace = train_module.replace_dir
+
+    def die_at_second_state(src, dst):
+        if dst.name == "step-000006":
+            raise KeyboardInterrupt  # killed after writing, before the rename
+        real_replace(src, dst)
+
+    monkeypatch.setattr(train_module, "replace_dir", die_at_second_state)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.main(cfg)
+    assert runs.latest_state(tmp / "run").name == "step-000003"
+    assert (tmp / "run" / "state" / ".tmp-step-000006").exists()  # a partial write never loads
+    monkeypatch.setattr(train_module, "replace_dir", real_replace)
+    assert train_module.main(cfg) == tmp / "run" / runs.FINAL
+    assert runs.finished_step(tmp / "run") == 6
+    assert not [p for p in (tmp / "run" / "state").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_nan_loss_stops_without_a_poisoned_checkpoint(workspace, monkeypatch):
+    tmp, _, config = workspace
+    cfg = config("train.steps=8", "train.checkpoint_every=3", "train.sample_every=100")
+    real_loss = train_module.cfm_loss
+    calls = []
+
+    def poisoned(pred, target):
+        calls.append(1)
+        loss = real_loss(pred, target)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(train_module, "cfm_loss", poisoned)
+    with pytest.raises(TranslateError, match="loss became nan at step 5; stopped without saving"):
+        train_module.main(cfg)
+    assert runs.latest_state(tmp / "run").name == "step-000003"
+    ema = Translator.from_pretrained(tmp / "run" / "checkpoint-000003", device="cpu").unet
+    assert all(torch.isfinite(p).all() for p in ema.parameters())
+
+
+def test_changed_model_refuses_to_resume(workspace):
+    _, _, config = workspace
+    train_module.main(config("train.steps=3", "train.checkpoint_every=3"))
+    with pytest.raises(TranslateError, match="different config .*model.layers_per_block"):
+        train_module.main(config("train.steps=6", "model.layers_per_block=2"))
+
+
+def test_cli_errors_are_one_line(repo, tmp_path):
+    result = _run([sys.executable, str(repo / "train.py"), "train.stepz=3"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "train.steps" in result.stderr
+    missing = _run(
+        [
+            sys.executable,
+            str(repo / "train.py"),
+            "data.source=folders",
+            f"data.root={tmp_path / 'none'}",
+        ],
+        tmp_path,
+    )
+    assert missing.returncode == 2 and "data folder not found" in missing.stderr

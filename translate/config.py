@@ -1,0 +1,213 @@
+"""Typed configuration: dataclasses validated by OmegaConf, from YAML plus key=value overrides.
+
+The dataclass defaults are the embedded default run (OpenMoji -> Twemoji on a CPU); every
+shipped YAML in ``configs/`` only changes values, never adds keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from translate.errors import ConfigError
+
+SOURCES = ("emoji", "folders", "celeba")
+OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
+SCOPES = ("local", "global")
+METHODS = ("euler", "midpoint", "rk4", "dopri5")
+
+
+@dataclass
+class DataConfig:
+    source: str = "emoji"  # emoji | folders | celeba
+    root: str | None = None  # folders: holds trainA/trainB/testA/testB; celeba: the CelebA root
+    attribute: str = "Male"  # celeba: domain A has the attribute at -1, domain B at +1
+    celeba_crop: int = (
+        140  # celeba: center square (px) of the 178x218 aligned face, before resizing
+    )
+    resolution: int = 64  # training resolution in pixels (square)
+    flip: bool = False  # also encode horizontally flipped training images (augmentation)
+    domain_a: str | None = None  # display name of domain A; null uses the source's own name
+    domain_b: str | None = None  # display name of domain B
+    cache_dir: str = ".cache/translate"  # built data sets, trained VAEs and encoded latents
+    num_workers: int = 0  # image-decoding worker processes while encoding (0: in the main process)
+
+    def __post_init__(self) -> None:
+        _choice("data.source", self.source, SOURCES)
+        if self.source != "emoji" and not self.root:
+            raise ConfigError(f"data.root is required when data.source={self.source}")
+        _positive("data.resolution", self.resolution)
+
+
+@dataclass
+class OwnVAEConfig:
+    """Stage 1: the project's own AutoencoderKL, trained when ``vae.pretrained`` is null."""
+
+    block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64])  # one per level
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    norm_num_groups: int = 8
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 32
+    lr: float = 1e-3  # peak learning rate, cosine-decayed to 5% after warm-up
+    warmup_steps: int = 100
+    kl_weight: float = 1e-6  # small: the latent space only has to be smooth, not Gaussian
+    checkpoint_every: int = 250  # stage-1 resume points (steps)
+    seed: int = 0
+
+
+@dataclass
+class VAEConfig:
+    pretrained: str | None = None  # hub id or local folder; null trains the project's own VAE
+    subfolder: str | None = None  # e.g. "vae" inside a full pipeline repository
+    sample_posterior: bool = False  # encode with a posterior sample instead of the mean
+    encode_batch_size: int = 64
+    own: OwnVAEConfig = field(default_factory=OwnVAEConfig)
+
+
+@dataclass
+class FlowConfig:
+    objective: str = "ot-cfm"  # ot-cfm: exact OT pairs | i-cfm: independent pairs | sb-cfm
+    sigma: float = 0.0  # path noise: constant for i-cfm/ot-cfm, sigma*sqrt(t(1-t)) for sb-cfm
+    scope: str = "local"  # local: pair each process's batch; global: one plan over all processes
+    cost_resolution: int | None = None  # OT cost on latents average-pooled to this size
+    sinkhorn_reg: float = 0.05  # sb-cfm: entropic regularisation, as a fraction of the mean cost
+
+    def __post_init__(self) -> None:
+        _choice("flow.objective", self.objective, OBJECTIVES)
+        _choice("flow.scope", self.scope, SCOPES)
+        if self.sigma < 0:
+            raise ConfigError(f"flow.sigma must be >= 0, got {self.sigma}")
+
+
+@dataclass
+class ModelConfig:
+    """The UNet2DModel vector field; the latent shape comes from the VAE."""
+
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])  # per level
+    attention: list[bool] = field(
+        default_factory=lambda: [False, False, True]
+    )  # self-attn per level
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+    norm_num_groups: int = 32
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.attention) != len(self.block_out_channels):
+            raise ConfigError(
+                "model.attention needs one entry per model.block_out_channels level, got "
+                f"{len(self.attention)} and {len(self.block_out_channels)}"
+            )
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/emoji"  # run folder; rerunning the same command resumes it
+    steps: int = 800  # optimizer steps in total
+    batch_size: int = 128  # per process and per accumulation step
+    gradient_accumulation_steps: int = 1
+    lr: float = 5e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    log_every: int = 25  # steps between tracker logs
+    sample_every: int = 200  # steps between sample grids
+    checkpoint_every: int = 200  # steps between resumable states and exported checkpoints
+    keep_checkpoints: int = 2  # states and exports kept (checkpoint-final is always kept)
+    log_with: str = "tensorboard"  # accelerate tracker: tensorboard, wandb, ... or "none"
+    resume: str | None = None  # a state folder to resume from; default: latest in output_dir
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "gradient_accumulation_steps", "log_every"):
+            _positive(f"train.{key}", getattr(self, key))
+        for key in ("sample_every", "checkpoint_every", "keep_checkpoints"):
+            _positive(f"train.{key}", getattr(self, key))
+
+
+@dataclass
+class SampleConfig:
+    count: int = 8  # test images per direction in each sample grid
+    steps: int = 8  # ODE steps
+    method: str = "euler"  # euler | midpoint | rk4 | dopri5
+
+    def __post_init__(self) -> None:
+        _choice("sample.method", self.method, METHODS)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Build a validated ``Config`` from an optional YAML file and ``key=value`` overrides."""
+    schema = OmegaConf.structured(Config)
+    try:
+        layers: list[Any] = [schema]
+        if path is not None:
+            if not Path(path).is_file():
+                raise ConfigError(f"config file not found: {path}")
+            layers.append(OmegaConf.load(path))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' is not of the form key=value")
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe(err, schema)) from None
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a ``Config`` from the plain dict stored in a run folder or checkpoint."""
+    schema = OmegaConf.structured(Config)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(schema, values))  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe(err, schema)) from None
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain Python values (for JSON/YAML)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def _describe(err: OmegaConfBaseException, schema: DictConfig) -> str:
+    """Turn an OmegaConf exception into one line naming the key and the valid choices."""
+    key = getattr(err, "full_key", None) or ""
+    first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+    parent_key, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(schema, parent_key) if parent_key else schema
+    if isinstance(node, DictConfig) and leaf and leaf not in node:
+        valid = ", ".join(f"{parent_key + '.' if parent_key else ''}{k}" for k in node)
+        return f"unknown config key '{key}'; valid keys here: {valid}"
+    return f"config key '{key}': {first_line}" if key else f"invalid config: {first_line}"
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")

@@ -1,0 +1,95 @@
+"""Image I/O shared by training, inference and the tools: any mode to RGB, resizing, tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+WHITE = (255, 255, 255)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """All image files under ``folder`` (recursive, sorted, hidden files skipped)."""
+    return sorted(
+        p
+        for p in Path(folder).rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB; transparency is composited on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if image.mode.startswith("I;16") or values.max() > 255 else 1.0
+        image = Image.fromarray(np.clip(values / scale, 0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*WHITE, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image file, apply its EXIF orientation and return it as RGB (first frame)."""
+    with Image.open(path) as image:
+        image.seek(0)
+        oriented = ImageOps.exif_transpose(image)
+        return to_rgb(oriented)
+
+
+def center_square(image: Image.Image, size: int) -> Image.Image:
+    """Crop the central ``size`` x ``size`` square (or the largest that fits)."""
+    side = min(size, image.width, image.height)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def resize_center_crop(image: Image.Image, resolution: int, crop: int | None = None) -> Image.Image:
+    """Optionally center-crop to ``crop`` px, resize the short side to ``resolution``, then crop.
+
+    The result is ``resolution`` x ``resolution``.
+    """
+    if crop is not None:
+        image = center_square(image, crop)
+    scale = resolution / min(image.width, image.height)
+    width = max(resolution, round(image.width * scale))
+    height = max(resolution, round(image.height * scale))
+    image = image.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return center_square(image, resolution)
+
+
+def to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """RGB images of one size as a float tensor in [-1, 1], shape (batch, 3, height, width)."""
+    array = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
+    """Inverse of ``to_tensor``: pixels (batch, 3, height, width) in [-1, 1] to RGB images."""
+    array = pixels.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return [Image.fromarray(a) for a in array.permute(0, 2, 3, 1).cpu().numpy()]
+
+
+def grid(rows: Sequence[Sequence[Image.Image]], pad: int = 2) -> Image.Image:
+    """Tile rows of equally sized images into one image on a white background."""
+    cell_w, cell_h = rows[0][0].size
+    cols = max(len(r) for r in rows)
+    canvas = Image.new(
+        "RGB", (cols * (cell_w + pad) + pad, len(rows) * (cell_h + pad) + pad), WHITE
+    )
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            canvas.paste(im.convert("RGB"), (pad + j * (cell_w + pad), pad + i * (cell_h + pad)))
+    return canvas

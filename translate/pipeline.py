@@ -1,0 +1,225 @@
+"""``Translator``: the inference object, loaded from and saved to a checkpoint folder.
+
+A checkpoint folder holds ``translator.json`` (domains, resolution, objective, the resolved
+training config), ``unet/`` (EMA weights, safetensors) and either ``vae/`` (a saved copy) or a
+hub reference to the VAE in ``translator.json``. Nothing is loaded through pickle.
+
+>>> from translate import Translator
+>>> tr = Translator.from_pretrained("runs/emoji/checkpoint-final", device="cpu")
+>>> out = tr(images, direction="a2b", steps=8, method="euler")  # list[PIL.Image]
+>>> frames = tr(images, direction="b2a", steps=8, return_trajectory=True)  # per image: frames
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import UNet2DModel
+from PIL import Image
+
+from translate.errors import TranslateError
+from translate.images import load_rgb, resize_center_crop, to_pil, to_rgb, to_tensor
+from translate.latents import LatentCodec
+from translate.model import velocity
+from translate.solvers import METHODS, Solution, integrate
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "translator.json"
+DIRECTIONS = ("a2b", "b2a")
+
+
+@dataclass
+class TranslatorInfo:
+    """What a checkpoint says about itself (``translator.json``)."""
+
+    domain_a: str
+    domain_b: str
+    resolution: int  # pixels; images are resized and center-cropped to this square
+    objective: str = "ot-cfm"
+    sigma: float = 0.0
+    step: int = 0  # training steps behind these weights
+    vae: dict[str, Any] = field(
+        default_factory=dict
+    )  # {"path": "vae"} or {"pretrained", "subfolder"}
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved training config
+    format_version: int = FORMAT_VERSION
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto' (or None) -> cuda when available, else cpu."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Translator:
+    """Translates images A -> B and B -> A by integrating one learned velocity field."""
+
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        codec: LatentCodec,
+        info: TranslatorInfo,
+        device: str | torch.device | None = "auto",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.unet = unet.eval().requires_grad_(False).to(self.device)
+        self.codec = codec
+        self.codec.vae.to(self.device)
+        self.info = info
+
+    @property
+    def domains(self) -> tuple[str, str]:
+        return self.info.domain_a, self.info.domain_b
+
+    @property
+    def resolution(self) -> int:
+        return self.info.resolution
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, device: str | torch.device | None = "auto"
+    ) -> Translator:
+        """Load a checkpoint folder written by ``save_pretrained`` (or by training)."""
+        path = Path(path)
+        if not path.exists():
+            raise TranslateError(f"checkpoint not found: {path}")
+        config_file = path / CONFIG_NAME
+        if not config_file.is_file():
+            raise TranslateError(f"not a translate checkpoint (no {CONFIG_NAME}): {path}")
+        try:
+            raw = json.loads(config_file.read_text())
+            info = TranslatorInfo(**raw)
+        except (json.JSONDecodeError, TypeError) as err:
+            raise TranslateError(f"unreadable {config_file}: {err}") from None
+        if info.format_version > FORMAT_VERSION:
+            raise TranslateError(
+                f"checkpoint {path} has format {info.format_version}; this version reads up to "
+                f"{FORMAT_VERSION}: upgrade translate"
+            )
+        try:
+            unet = UNet2DModel.from_pretrained(str(path / "unet"))
+        except Exception as err:
+            raise TranslateError(
+                f"cannot load the UNet from {path / 'unet'}: {_first_line(err)}"
+            ) from None
+        if "path" in info.vae:
+            codec = LatentCodec.from_pretrained(path / info.vae["path"])
+        else:
+            codec = LatentCodec.from_pretrained(
+                info.vae.get("pretrained", ""), info.vae.get("subfolder")
+            )
+        if unet.config.in_channels != codec.latent_channels:
+            raise TranslateError(
+                f"incompatible checkpoint {path}: UNet expects {unet.config.in_channels} latent "
+                f"channels, the VAE gives {codec.latent_channels}"
+            )
+        return cls(unet, codec, info, device)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write a checkpoint folder atomically (a temporary folder, then a rename)."""
+        path = Path(path)
+        tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
+        info = TranslatorInfo(**asdict(self.info))
+        if Path(self.codec.source, self.codec.subfolder or "").is_dir():
+            self.codec.save_pretrained(tmp / "vae")
+            info.vae = {"path": "vae"}
+        else:
+            info.vae = {"pretrained": self.codec.source, "subfolder": self.codec.subfolder}
+        (tmp / CONFIG_NAME).write_text(json.dumps(asdict(info), indent=2))
+        replace_dir(tmp, path)
+
+    def preprocess(self, images: Sequence[Image.Image | str | Path]) -> torch.Tensor:
+        """Images or paths -> pixels (batch, 3, R, R) in [-1, 1] at the model resolution."""
+        loaded = [load_rgb(im) if isinstance(im, (str, Path)) else to_rgb(im) for im in images]
+        return to_tensor([resize_center_crop(im, self.resolution) for im in loaded])
+
+    def field(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The learned velocity v(x, t) for latents x (batch, C, h, w)."""
+        return velocity(self.unet, x, t)
+
+    @torch.no_grad()
+    def translate_latents(
+        self,
+        latents: torch.Tensor,
+        direction: str = "a2b",
+        steps: int = 8,
+        method: str = "euler",
+        strength: float = 1.0,
+        return_trajectory: bool = False,
+    ) -> Solution:
+        """Integrate latents (batch, C, h, w): a2b runs t 0 -> strength, b2a 1 -> 1-strength."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got '{direction}'")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got '{method}'")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        t0, t1 = (0.0, strength) if direction == "a2b" else (1.0, 1.0 - strength)
+        return integrate(
+            self.field,
+            latents.to(self.device).float(),
+            t0,
+            t1,
+            steps,
+            method,
+            return_trajectory=return_trajectory,
+        )
+
+    def __call__(
+        self,
+        images: Sequence[Image.Image | str | Path] | Image.Image,
+        direction: str = "a2b",
+        steps: int = 8,
+        method: str = "euler",
+        strength: float = 1.0,
+        return_trajectory: bool = False,
+        batch_size: int = 16,
+    ) -> list[Image.Image] | list[list[Image.Image]]:
+        """Translate images at the model resolution.
+
+        Returns one image per input, or with ``return_trajectory`` one list of ``steps + 1``
+        frames per input (t from the source domain to the target).
+        """
+        if isinstance(images, (Image.Image, str, Path)):
+            images = [images]
+        results: list = []
+        for start in range(0, len(images), batch_size):
+            pixels = self.preprocess(images[start : start + batch_size])
+            latents = self.codec.encode(pixels)
+            solution = self.translate_latents(
+                latents, direction, steps, method, strength, return_trajectory
+            )
+            if return_trajectory:
+                frames = [self.codec.decode_images(state) for state in solution.trajectory]
+                results += [list(per_image) for per_image in zip(*frames, strict=True)]
+            else:
+                results += self.codec.decode_images(solution.x)
+        return results
+
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Latents (batch, C, h, w) -> RGB images."""
+        return to_pil(self.codec.decode(latents))
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder to its final name, replacing any older one."""
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -1,0 +1,67 @@
+"""The run folder: where states, exported checkpoints and sample grids live, and rotation.
+
+output_dir/
+  config.yaml              the resolved config of the run
+  state/step-000500/       accelerate state + EMA + step and generators (resume points)
+  checkpoint-000500/       exported Translator checkpoints (load with one call)
+  checkpoint-final/
+  samples/step-000500.png  sample grids
+  logs/                    tracker logs (tensorboard by default)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+STATE = "state"
+FINAL = "checkpoint-final"
+_STEP = re.compile(r"^(?:step|checkpoint)-(\d+)$")
+
+
+def step_name(prefix: str, step: int) -> str:
+    return f"{prefix}-{step:06d}"
+
+
+def numbered(folder: Path, prefix: str) -> list[tuple[int, Path]]:
+    """Finished ``prefix-NNNNNN`` folders under ``folder``, oldest first (temporaries ignored)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _STEP.match(path.name)
+        if match and path.name.startswith(prefix + "-") and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_state(run_dir: Path) -> Path | None:
+    """The newest complete resume point of a run, if any."""
+    states = [
+        p for _, p in numbered(run_dir / STATE, "step") if (p / "trainer_state.json").is_file()
+    ]
+    return states[-1] if states else None
+
+
+def finished_step(run_dir: Path) -> int | None:
+    """The step recorded in ``checkpoint-final``, or None when the run has not finished."""
+    info = run_dir / FINAL / "translator.json"
+    if not info.is_file():
+        return None
+    return int(json.loads(info.read_text()).get("step", 0))
+
+
+def rotate(folder: Path, prefix: str, keep: int) -> None:
+    """Delete all but the newest ``keep`` numbered folders."""
+    for _, path in numbered(folder, prefix)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_temporaries(folder: Path) -> None:
+    """Remove leftovers of interrupted writes (``.tmp-*`` and ``.old-*``)."""
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.name.startswith((".tmp-", ".old-")):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()

@@ -1,0 +1,79 @@
+"""From a config to training tensors: image source -> VAE (pretrained or stage 1) -> latents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from translate.autoencoder import autoencoder_dir, train_autoencoder
+from translate.config import Config
+from translate.data import ImageSource, open_source
+from translate.errors import TranslateError
+from translate.latents import LatentCodec, LatentSet, cached_latents
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Everything the flow trainer reads: the codec and encoded latents of both domains."""
+
+    source: ImageSource
+    codec: LatentCodec
+    train_a: LatentSet
+    train_b: LatentSet
+    test_a: LatentSet
+    test_b: LatentSet
+    vae_test_psnr: float | None  # stage 1 only
+
+
+def prepare_codec(
+    cfg: Config, source: ImageSource, device: torch.device
+) -> tuple[LatentCodec, float | None]:
+    """The pretrained VAE the config names, or the project's own (trained once, then cached)."""
+    if cfg.vae.pretrained:
+        return LatentCodec.from_pretrained(cfg.vae.pretrained, cfg.vae.subfolder, device), None
+    train_a, train_b = source.split("train")
+    test_a, test_b = source.split("test")
+    out = autoencoder_dir(
+        Path(cfg.data.cache_dir), cfg.vae.own, train_a + train_b, cfg.data.resolution, source.crop
+    )
+    report = train_autoencoder(
+        cfg.vae.own,
+        train_a + train_b,
+        test_a + test_b,
+        out,
+        cfg.data.resolution,
+        source.crop,
+        cfg.data.flip,
+        device,
+    )
+    return LatentCodec.from_pretrained(report.path, device=device), report.test_psnr
+
+
+def prepare_data(cfg: Config, device: torch.device) -> PreparedData:
+    """Build or reuse every cached artefact a run needs, in order."""
+    source = open_source(cfg.data)
+    codec, psnr = prepare_codec(cfg, source, device)
+    factor = codec.downsample_factor
+    if cfg.data.resolution % factor:
+        raise TranslateError(
+            f"data.resolution={cfg.data.resolution} must be a multiple of the VAE's factor {factor}"
+        )
+    sets = {}
+    for split in ("train", "test"):
+        for domain, files in zip("AB", source.split(split), strict=True):
+            flip = cfg.data.flip and split == "train"
+            sets[f"{split}_{domain.lower()}"] = cached_latents(
+                cfg.data.cache_dir,
+                codec,
+                files,
+                cfg.data.resolution,
+                source.crop,
+                flip,
+                cfg.vae.encode_batch_size,
+                cfg.data.num_workers,
+                cfg.vae.sample_posterior,
+                desc=f"encoding {split}{domain}",
+            )
+    return PreparedData(source, codec, vae_test_psnr=psnr, **sets)

@@ -1,0 +1,369 @@
+"""The flow-matching training loop (run under ``accelerate launch``).
+
+Each step: draw an A-batch and a B-batch of latents, pair them (``translate.coupling``), sample
+the path (``translate.flow``) and regress the UNet onto the target velocity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+from diffusers import UNet2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from diffusers.utils import logging as diffusers_logging
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from translate import runs
+from translate.config import Config, config_from_dict, to_dict, to_yaml
+from translate.coupling import Coupler, GlobalCoupler, build_coupler
+from translate.errors import TranslateError
+from translate.flow import ProbabilityPath, build_path, cfm_loss
+from translate.images import grid, load_rgb, resize_center_crop
+from translate.model import build_unet, velocity
+from translate.pipeline import Translator, TranslatorInfo, replace_dir
+from translate.stages import PreparedData, prepare_data
+
+
+@dataclass
+class Generators:
+    """Every random stream of the loop; saved and restored with each state."""
+
+    data: torch.Generator  # batch indices (per process)
+    path: torch.Generator  # t and noise (per process, on the training device)
+    coupling: torch.Generator  # sinkhorn sampling (identical on all processes)
+
+    @classmethod
+    def create(cls, seed: int, rank: int, device: torch.device) -> Generators:
+        return cls(
+            torch.Generator().manual_seed(seed * 7919 + rank),
+            torch.Generator(device).manual_seed(seed * 104729 + rank),
+            torch.Generator().manual_seed(seed),
+        )
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name).get_state() for name in ("data", "path", "coupling")}
+
+    def restore(self, states: dict[str, torch.Tensor]) -> None:
+        for name, value in states.items():
+            getattr(self, name).set_state(value)
+
+
+class LatentSampler:
+    """Draws batches of distinct rows from an in-memory latent tensor (N, C, h, w)."""
+
+    def __init__(self, latents: torch.Tensor, generator: torch.Generator) -> None:
+        self.latents, self.generator = latents, generator
+
+    def draw(self, n: int) -> torch.Tensor:
+        """(n, C, h, w), without repeats when N >= n."""
+        count = len(self.latents)
+        if count >= n:
+            index = torch.randperm(count, generator=self.generator)[:n]
+        else:
+            index = torch.randint(count, (n,), generator=self.generator)
+        return self.latents[index.to(self.latents.device)]
+
+
+def flow_step_loss(unet, x0, x1, coupler, path: ProbabilityPath, gens: Generators):
+    """One OT-CFM regression: pair, sample the path, predict; returns (loss, cost_ratio)."""
+    pairing = coupler(x0, x1, gens.coupling)
+    t = torch.rand(len(x0), generator=gens.path, device=x0.device)
+    noise = torch.randn(x0.shape, generator=gens.path, device=x0.device) if path.sigma > 0 else None
+    sample = path.sample(pairing.x0, pairing.x1, t, noise)
+    return cfm_loss(velocity(unet, sample.x_t, sample.t), sample.u_t), pairing.cost_ratio
+
+
+def main(cfg: Config) -> Path:
+    """Train (or resume, or report done) and return the final checkpoint folder."""
+    out = Path(cfg.train.output_dir)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # lets torchrun/accelerate form a gloo group on CPUs
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        log_with=None if cfg.train.log_with == "none" else cfg.train.log_with,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        raise TranslateError(
+            f"launched {launched} processes but accelerate formed a group of "
+            f"{accelerator.num_processes}; check the launcher's settings"
+        )
+    done = runs.finished_step(out)
+    if done is not None and done >= cfg.train.steps:
+        accelerator.print(f"{out} already finished {done} steps: {out / runs.FINAL}")
+        return out / runs.FINAL
+    _check_same_run(out, cfg)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        runs.clean_temporaries(out)
+        runs.clean_temporaries(out / runs.STATE)
+        (out / "config.yaml").write_text(to_yaml(cfg))
+    with accelerator.main_process_first():
+        data = prepare_data(cfg, accelerator.device)
+    if data.vae_test_psnr is not None:
+        accelerator.print(f"VAE reconstruction PSNR on the test split: {data.vae_test_psnr:.2f} dB")
+    return Trainer(cfg, accelerator, data).fit()
+
+
+class Trainer:
+    """State of one run; ``fit`` is the loop."""
+
+    def __init__(self, cfg: Config, accelerator: Accelerator, data: PreparedData) -> None:
+        self.cfg, self.accelerator, self.data = cfg, accelerator, data
+        self.out = Path(cfg.train.output_dir)
+        latent_shape = tuple(data.train_a.latents.shape[1:])  # (C, h, w)
+        self.latent_shape = latent_shape
+        torch.manual_seed(cfg.train.seed)
+        unet = build_unet(cfg.model, latent_shape[-1], latent_shape[0])
+        self.ema = EMAModel(
+            unet.parameters(),
+            decay=cfg.train.ema_decay,
+            model_cls=UNet2DModel,
+            model_config=unet.config,
+        )
+        optimizer = torch.optim.AdamW(
+            unet.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+        )
+        scheduler = get_scheduler(
+            "constant_with_warmup",
+            optimizer,
+            num_warmup_steps=cfg.train.warmup_steps * accelerator.num_processes,
+        )
+        self.unet, self.optimizer, self.scheduler = accelerator.prepare(unet, optimizer, scheduler)
+        self.ema.to(accelerator.device)
+        device = accelerator.device
+        self.gens = Generators.create(cfg.train.seed, accelerator.process_index, device)
+        self.sample_a = LatentSampler(data.train_a.latents.to(device), self.gens.data)
+        self.sample_b = LatentSampler(data.train_b.latents.to(device), self.gens.data)
+        coupler: Coupler = build_coupler(cfg.flow)
+        if cfg.flow.scope == "global" and accelerator.num_processes > 1:
+            coupler = GlobalCoupler(
+                coupler, accelerator.gather, accelerator.process_index, accelerator.num_processes
+            )
+        self.coupler = coupler
+        self.path = build_path(cfg.flow.objective, cfg.flow.sigma)
+        self.step = 0
+
+    # ----------------------------------------------------------------------------- loop
+    def fit(self) -> Path:
+        cfg, acc = self.cfg, self.accelerator
+        self._resume()
+        if acc.is_main_process and cfg.train.log_with != "none":
+            acc.init_trackers("translate", config=_flat(to_dict(cfg)))
+        bar = tqdm(
+            total=cfg.train.steps,
+            initial=self.step,
+            desc="training flow",
+            unit="step",
+            disable=not acc.is_local_main_process,
+        )
+        window_start, window_steps = time.perf_counter(), 0
+        while self.step < cfg.train.steps:
+            with acc.accumulate(self.unet):
+                x0 = self.sample_a.draw(cfg.train.batch_size)
+                x1 = self.sample_b.draw(cfg.train.batch_size)
+                loss, cost_ratio = flow_step_loss(
+                    self.unet, x0, x1, self.coupler, self.path, self.gens
+                )
+                mean_loss = acc.gather(loss.detach()[None]).mean().item()
+                if not math.isfinite(mean_loss):
+                    raise TranslateError(self._poisoned("loss", mean_loss))
+                acc.backward(loss)
+                grad_norm = None
+                if acc.sync_gradients:
+                    grad_norm = acc.clip_grad_norm_(self.unet.parameters(), cfg.train.max_grad_norm)
+                    if acc.mixed_precision != "fp16" and not torch.isfinite(grad_norm):
+                        raise TranslateError(self._poisoned("gradient norm", grad_norm.item()))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            if not acc.sync_gradients:
+                continue
+            self.ema.step(self.unet.parameters())
+            self.step += 1
+            window_steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", pair_cost=f"{cost_ratio:.3f}")
+            if self.step % cfg.train.log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                acc.log(
+                    {
+                        "loss": mean_loss,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                        "pair_cost_ratio": cost_ratio,
+                        "steps_per_s": window_steps / max(elapsed, 1e-9),
+                    },
+                    step=self.step,
+                )
+                window_start, window_steps = time.perf_counter(), 0
+            final = self.step == cfg.train.steps
+            if self.step % cfg.train.sample_every == 0 or final:
+                self._sample_grid()
+            if self.step % cfg.train.checkpoint_every == 0 or final:
+                self._save(final)
+        bar.close()
+        acc.end_training()
+        acc.print(f"finished {self.step} steps: {self.out / runs.FINAL}")
+        return self.out / runs.FINAL
+
+    def _poisoned(self, what: str, value: float) -> str:
+        last = runs.latest_state(self.out)
+        return (
+            f"{what} became {value} at step {self.step + 1}; stopped without saving. "
+            f"Last good state: {last or 'none'} (try a lower train.lr)"
+        )
+
+    # ----------------------------------------------------------------------- checkpoints
+    def translator(self) -> Translator:
+        """A Translator on the current EMA weights (the exported and sampled model)."""
+        unet = build_unet(self.cfg.model, self.latent_shape[-1], self.latent_shape[0])
+        self.ema.copy_to(unet.parameters())
+        info = TranslatorInfo(
+            domain_a=self.data.source.name_a,
+            domain_b=self.data.source.name_b,
+            resolution=self.cfg.data.resolution,
+            objective=self.cfg.flow.objective,
+            sigma=self.cfg.flow.sigma,
+            step=self.step,
+            config=to_dict(self.cfg),
+        )
+        return Translator(unet, self.data.codec, info, device=self.accelerator.device)
+
+    def _save(self, final: bool) -> None:
+        """Resume point + exported checkpoint, each written under a temporary name first."""
+        acc, cfg = self.accelerator, self.cfg
+        states = self.out / runs.STATE
+        name = runs.step_name("step", self.step)
+        tmp = states / f".tmp-{name}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        save_file(self.gens.state(), str(tmp / f"generators_{acc.process_index}.safetensors"))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self.ema.save_pretrained(str(tmp / "ema"))
+            (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step}))
+            replace_dir(tmp, states / name)
+            runs.rotate(states, "step", cfg.train.keep_checkpoints)
+            translator = self.translator()
+            translator.save_pretrained(self.out / runs.step_name("checkpoint", self.step))
+            runs.rotate(self.out, "checkpoint", cfg.train.keep_checkpoints)
+            if final:
+                translator.save_pretrained(self.out / runs.FINAL)
+        acc.wait_for_everyone()
+
+    def _resume(self) -> None:
+        state = (
+            Path(self.cfg.train.resume) if self.cfg.train.resume else runs.latest_state(self.out)
+        )
+        if state is None:
+            return
+        if not (state / "trainer_state.json").is_file():
+            raise TranslateError(f"not a resumable state folder: {state}")
+        acc = self.accelerator
+        acc.load_state(str(state))
+        with _quiet_diffusers():  # EMA fields in config.json are not UNet arguments
+            ema = EMAModel.from_pretrained(str(state / "ema"), model_cls=UNet2DModel)
+        self.ema.load_state_dict(ema.state_dict())
+        self.ema.to(acc.device)
+        gens = state / f"generators_{acc.process_index}.safetensors"
+        if gens.is_file():
+            self.gens.restore(load_file(str(gens)))
+        self.step = json.loads((state / "trainer_state.json").read_text())["step"]
+        acc.print(f"resumed from {state} at step {self.step}")
+
+    # ---------------------------------------------------------------------- sample grid
+    def _sample_grid(self) -> None:
+        """Fixed test images A -> B and B -> A with the EMA weights, saved as one PNG."""
+        if not self.accelerator.is_main_process:
+            return
+        cfg, data = self.cfg.sample, self.data
+        translator = self.translator()
+        test_a, test_b = data.source.split("test")
+        rows = []
+        for direction, encoded, files in (
+            ("a2b", data.test_a, test_a),
+            ("b2a", data.test_b, test_b),
+        ):
+            count = min(cfg.count, len(encoded.names))
+            sources = [
+                resize_center_crop(load_rgb(f), self.cfg.data.resolution, data.source.crop)
+                for f in _names_to_files(files, encoded.names[:count])
+            ]
+            solution = translator.translate_latents(
+                encoded.latents[:count], direction, cfg.steps, cfg.method
+            )
+            rows += [sources, translator.decode(solution.x)]
+        image = grid(rows)
+        path = self.out / "samples" / f"{runs.step_name('step', self.step)}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        for tracker in self.accelerator.trackers:
+            if tracker.name == "tensorboard":
+                tracker.writer.add_image("samples", np.asarray(image), self.step, dataformats="HWC")
+
+
+def _names_to_files(files: list[Path], names: list[str]) -> list[Path]:
+    """Map LatentSet names ('folder/file') back to the source files."""
+    by_name = {f"{f.parent.name}/{f.name}": f for f in files}
+    return [by_name[n] for n in names]
+
+
+def _check_same_run(out: Path, cfg: Config) -> None:
+    """Refuse to resume a run folder that was started with a different model or data."""
+    saved = out / "config.yaml"
+    if not saved.is_file() or runs.latest_state(out) is None:
+        return
+    from omegaconf import OmegaConf
+
+    before = to_dict(config_from_dict(OmegaConf.to_container(OmegaConf.load(saved))))
+    now = to_dict(cfg)
+    changed = [
+        f"{section}.{key}"
+        for section in ("data", "vae", "flow", "model")
+        for key in now[section]
+        if before[section].get(key) != now[section][key]
+    ]
+    if changed:
+        raise TranslateError(
+            f"{out} holds a run with a different config ({', '.join(changed)}); "
+            "use a new train.output_dir or restore those values"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_diffusers():
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    """Nested config -> flat {"a.b": scalar} for tracker hyperparameters."""
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, name + "."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
