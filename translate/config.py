@@ -122,6 +122,8 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between resumable states and exported checkpoints
     keep_checkpoints: int = 2  # states and exports kept (checkpoint-final is always kept)
     log_with: str = "tensorboard"  # accelerate tracker: tensorboard, wandb, ... or "none"
+    cpu_threads: int | None = None  # CPU only: threads per process; null shares all cores
+    # among the local processes (accelerate launch would otherwise leave one thread each)
     resume: str | None = None  # a state folder to resume from; default: latest in output_dir
 
     def __post_init__(self) -> None:

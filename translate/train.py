@@ -101,6 +101,9 @@ def main(cfg: Config) -> Path:
             f"launched {launched} processes but accelerate formed a group of "
             f"{accelerator.num_processes}; check the launcher's settings"
         )
+    if accelerator.device.type == "cpu":
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        torch.set_num_threads(cfg.train.cpu_threads or max(1, (os.cpu_count() or 1) // local))
     done = runs.finished_step(out)
     if done is not None and done >= cfg.train.steps:
         accelerator.print(f"{out} already finished {done} steps: {out / runs.FINAL}")
