@@ -7,7 +7,7 @@ from diffusers import AutoencoderTiny
 from translate import latents as latents_module
 from translate.errors import TranslateError
 from translate.images import list_images
-from translate.latents import LatentCodec, cached_latents, load_latent_file
+from translate.latents import EncodeSpec, LatentCodec, cached_latents, load_latent_file
 
 
 @pytest.fixture
@@ -57,16 +57,16 @@ def test_cache_hit_miss_and_invalidation(codec, folders, tmp_path, monkeypatch):
     monkeypatch.setattr(
         latents_module, "encode_files", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    first = cached_latents(tmp_path, codec, files, 16)
-    second = cached_latents(tmp_path, codec, files, 16)
+    first = cached_latents(tmp_path, codec, files, EncodeSpec(16))
+    second = cached_latents(tmp_path, codec, files, EncodeSpec(16))
     assert len(calls) == 1 and torch.equal(first.latents, second.latents)
     assert first.latents.shape == (12, 4, 8, 8) and first.names[0] == "trainA/000.png"
-    cached_latents(tmp_path, codec, files, 16, flip=True)  # other preprocessing: miss
+    cached_latents(tmp_path, codec, files, EncodeSpec(16, flip=True))  # other preprocessing: miss
     assert len(calls) == 2
     os.utime(files[0], ns=(1, 1))  # a touched file: miss
-    cached_latents(tmp_path, codec, files, 16)
+    cached_latents(tmp_path, codec, files, EncodeSpec(16))
     assert len(calls) == 3
-    flipped = cached_latents(tmp_path, codec, files, 16, flip=True)
+    flipped = cached_latents(tmp_path, codec, files, EncodeSpec(16, flip=True))
     assert len(flipped.names) == 24 and flipped.names[12].endswith("#flip")
 
 
@@ -78,14 +78,14 @@ def test_cache_is_never_half_written(codec, folders, tmp_path, monkeypatch):
 
     monkeypatch.setattr(latents_module, "save_file", killed)
     with pytest.raises(KeyboardInterrupt):
-        cached_latents(tmp_path, codec, files, 16)
+        cached_latents(tmp_path, codec, files, EncodeSpec(16))
     assert not list((tmp_path / "latents").glob("*.safetensors"))
 
 
 def test_corrupt_images_are_skipped_and_reported(codec, folders, tmp_path):
     (folders / "trainA" / "broken.png").write_bytes(b"\x89PNG not really")
     (folders / "trainA" / "empty.jpg").write_bytes(b"")
-    result = cached_latents(tmp_path, codec, list_images(folders / "trainA"), 16)
+    result = cached_latents(tmp_path, codec, list_images(folders / "trainA"), EncodeSpec(16))
     assert len(result.names) == 12 and len(result.failures) == 2
     assert any("broken.png" in f for f in result.failures)
     reloaded = load_latent_file(next((tmp_path / "latents").glob("*.safetensors")))
@@ -96,4 +96,4 @@ def test_all_unreadable_is_an_error(codec, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
     with pytest.raises(TranslateError, match="could be read"):
-        cached_latents(tmp_path, codec, [bad], 16)
+        cached_latents(tmp_path, codec, [bad], EncodeSpec(16))

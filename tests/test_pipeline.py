@@ -103,3 +103,25 @@ def test_load_errors(translator, tmp_path):
     (tmp_path / "ckpt" / "translator.json").write_text(json.dumps(meta))
     with pytest.raises(TranslateError, match="upgrade"):
         Translator.from_pretrained(tmp_path / "ckpt")
+
+
+def test_native_size_keeps_each_input_size(translator):
+    import numpy as np
+    from helpers import draw_shape
+
+    rng = np.random.default_rng(2)
+    inputs = [draw_shape("A", 30, rng).resize(size) for size in [(40, 24), (17, 53), (16, 16)]]
+    outputs = translator(inputs, steps=2, size="native")
+    assert [o.size for o in outputs] == [(40, 24), (17, 53), (16, 16)]
+    frames = translator(inputs[:1], steps=2, size="native", return_trajectory=True)
+    assert [f.size for f in frames[0]] == [(40, 24)] * 3
+
+
+def test_working_size_rounds_and_caps(translator):
+    m = translator.size_multiple  # VAE factor 2 x UNet factor 2
+    assert m == 4
+    assert translator.working_size(40, 24) == (28, 16)  # short side 16, 26.7 -> 28
+    w, h = translator.working_size(1000, 10)
+    assert h == 16 and w == 16 * 4  # aspect capped at MAX_ASPECT
+    with pytest.raises(ValueError, match="native"):
+        translator.prepare(Image.new("RGB", (8, 8)), size="huge")

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from translate.config import OwnVAEConfig
 from translate.images import load_rgb, resize_center_crop, to_tensor
-from translate.latents import LatentCodec, cache_key, encode_files
+from translate.latents import EncodeSpec, LatentCodec, cache_key, encode_files
 
 STATE_DIR = ".stage1-state"
 
@@ -59,7 +59,7 @@ def autoencoder_dir(
     cache_dir: Path, cfg: OwnVAEConfig, train_files: list[Path], resolution: int, crop: int | None
 ) -> Path:
     """Where the VAE for this recipe and data lives: ``cache_dir/vae/<hash>``."""
-    files_key = cache_key(_NoCodec(), train_files, resolution, crop, False, False)
+    files_key = cache_key(_NoCodec(), train_files, EncodeSpec(resolution, crop))
     recipe = json.dumps({"cfg": asdict(cfg), "files": files_key}, sort_keys=True)
     return Path(cache_dir) / "vae" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
@@ -177,7 +177,7 @@ def evaluate_psnr(
 ) -> float:
     """Mean reconstruction PSNR (dB) of ``files`` through encode -> decode."""
     encoded = encode_files(
-        codec, files, resolution, crop, batch_size=batch_size, desc="VAE test reconstruction"
+        codec, files, EncodeSpec(resolution, crop), batch_size, desc="VAE test reconstruction"
     )
     pixels = _load_pixels(files, resolution, crop, "VAE test images")
     decoded = torch.cat([codec.decode(z) for z in encoded.latents.split(batch_size)])

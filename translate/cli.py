@@ -33,3 +33,98 @@ def train_main(argv: list[str] | None = None) -> int:
         )
         return 130
     return 0
+
+
+def convert_main(argv: list[str] | None = None) -> int:
+    """``translate-folder CHECKPOINT INPUT OUTPUT [options]``; exit 0 ok, 1 failures, 2 usage."""
+    from translate.convert import FORMATS, SIZES
+
+    parser = argparse.ArgumentParser(
+        prog="translate-folder",
+        description="Translate every image in a folder (recursively) with a trained checkpoint.",
+    )
+    parser.add_argument("checkpoint", help="checkpoint folder (e.g. runs/emoji/checkpoint-final)")
+    parser.add_argument("input", help="an image file or a folder")
+    parser.add_argument("output", help="output folder; the input's tree is mirrored inside")
+    parser.add_argument("--direction", default="a2b", choices=("a2b", "b2a"))
+    parser.add_argument("--steps", type=int, default=8, help="ODE steps (default 8)")
+    parser.add_argument("--method", default="euler", choices=("euler", "midpoint", "rk4", "dopri5"))
+    parser.add_argument("--strength", type=float, default=1.0, help="0-1: how far to translate")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--size",
+        default="native",
+        choices=SIZES,
+        help="native: keep each input's size (default); model: square output",
+    )
+    parser.add_argument("--format", default="same", choices=FORMATS)
+    parser.add_argument("--quality", type=int, default=95, help="jpg/webp quality")
+    parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be done")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    args = parser.parse_args(argv)
+    try:
+        return _convert(args)
+    except TranslateError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to finish", file=sys.stderr)
+        return 130
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    from translate import convert
+    from translate.pipeline import Translator
+
+    opts = convert.ConvertOptions(
+        direction=args.direction,
+        steps=args.steps,
+        method=args.method,
+        strength=args.strength,
+        batch_size=args.batch_size,
+        size=args.size,
+        format=args.format,
+        quality=args.quality,
+        overwrite=args.overwrite,
+    )
+    input_path, output_root = Path(args.input), Path(args.output)
+    if not Path(args.checkpoint).exists():
+        raise TranslateError(f"checkpoint not found: {args.checkpoint}")
+    convert.check_paths(input_path, output_root, writable=not args.dry_run)
+    jobs = convert.plan_jobs(input_path, output_root, opts.format)
+    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    if args.dry_run:
+        if state.is_main_process:
+            for line in convert.iter_dry_run(jobs, opts):
+                print(line)
+            print(f"dry run: {len(jobs)} image(s) found; nothing written")
+        return 0
+    device = state.device if args.device == "auto" else args.device
+    translator = Translator.from_pretrained(args.checkpoint, device=device)
+    if state.is_main_process:
+        convert.clean_temporaries(output_root)
+    state.wait_for_everyone()
+    batches = convert.plan_batches(jobs, translator, opts)
+    mine = convert.shard(batches, state.process_index, state.num_processes)
+    with tqdm(
+        total=sum(map(len, mine)), unit="img", desc="translating", disable=not state.is_main_process
+    ) as bar:
+        summary = convert.convert_batches(translator, mine, opts, bar.update)
+    for path, note in summary.notes:
+        print(f"note: {path}: {note}", file=sys.stderr)
+    parts = gather_object([summary]) if state.num_processes > 1 else [summary]
+    total = convert.Summary()
+    for part in parts:
+        total.merge(part)
+    if state.is_main_process:
+        failures = convert.write_failures(output_root, total.failures)
+        print(total.line() + (f"; reasons in {failures}" if total.failures else ""))
+    return 1 if total.failures else 0

@@ -66,7 +66,7 @@ class Coupler:
 class IndependentCoupler(Coupler):
     """I-CFM: the two independently drawn batches are already random pairs."""
 
-    def match(self, cost, generator):
+    def match(self, cost: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         n = len(cost)
         return np.arange(n), np.arange(n)
 
@@ -74,7 +74,7 @@ class IndependentCoupler(Coupler):
 class ExactOTCoupler(Coupler):
     """OT-CFM: the exact plan from ``ot.emd``, a permutation for equal uniform batches."""
 
-    def match(self, cost, generator):
+    def match(self, cost: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         n = len(cost)
         uniform = np.full(n, 1.0 / n)
         plan = ot.emd(uniform, uniform, cost, numItermax=max(100_000, 50 * n * n))
@@ -93,7 +93,7 @@ class SinkhornCoupler(Coupler):
         super().__init__(cost_resolution)
         self.reg = reg  # as a fraction of the mean cost
 
-    def match(self, cost, generator):
+    def match(self, cost: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         n = len(cost)
         uniform = np.full(n, 1.0 / n)
         scale = max(float(cost.mean()), 1e-12)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -93,3 +96,64 @@ def grid(rows: Sequence[Sequence[Image.Image]], pad: int = 2) -> Image.Image:
         for j, im in enumerate(row):
             canvas.paste(im.convert("RGB"), (pad + j * (cell_w + pad), pad + i * (cell_h + pad)))
     return canvas
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """An input image made ready for the model, with what must be restored on output."""
+
+    rgb: Image.Image  # EXIF-oriented, sRGB, alpha composited on white
+    alpha: Image.Image | None  # mode "L", same size as ``rgb``; None when opaque
+    note: str = ""  # something the user should know (e.g. only the first GIF frame was used)
+
+
+def read_image(path: str | Path) -> SourceImage:
+    """Open a user's image defensively; raise ``ValueError`` with a short reason if unusable.
+
+    Applies the EXIF orientation, converts an embedded ICC profile to sRGB, keeps the alpha
+    channel apart, refuses decompression bombs and reads only the first frame of animations.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                frames = getattr(image, "n_frames", 1)
+                image.seek(0)
+                image.load()
+                oriented = ImageOps.exif_transpose(image)
+                icc = image.info.get("icc_profile")
+                has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+                    image.mode == "P" and "transparency" in image.info
+                )
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError("image too large (over Pillow's decompression-bomb limit)") from None
+    except PermissionError:
+        raise ValueError("permission denied") from None
+    except UnidentifiedImageError:
+        raise ValueError("not an image, or an unsupported format") from None
+    except (OSError, SyntaxError, EOFError) as err:  # truncated or corrupt data
+        raise ValueError(f"corrupt or truncated image ({_reason(err)})") from None
+    alpha = oriented.convert("RGBA").getchannel("A") if has_alpha else None
+    if alpha is not None and alpha.getextrema() == (255, 255):
+        alpha = None
+    rgb = to_rgb(oriented)
+    if icc:
+        rgb = _to_srgb(rgb, icc)
+    note = f"animated ({frames} frames): converted the first frame" if frames > 1 else ""
+    return SourceImage(rgb, alpha, note)
+
+
+def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
+    """Convert RGB pixels from an embedded ICC profile to sRGB (unchanged if it can't be read)."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image
+
+
+def _reason(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+_SRGB = ImageCms.createProfile("sRGB")

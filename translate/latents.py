@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -161,15 +161,18 @@ def _collate(items):  # keep None entries for unreadable files
     return items
 
 
-def cache_key(
-    codec: LatentCodec,
-    files: Sequence[Path],
-    resolution: int,
-    crop: int | None,
-    flip: bool,
-    sample_posterior: bool,
-) -> str:
-    """Hash of the VAE identity, preprocessing and file list (with sizes and mtimes)."""
+@dataclass(frozen=True)
+class EncodeSpec:
+    """How images become latents; part of every cache key."""
+
+    resolution: int  # square side in pixels
+    crop: int | None = None  # center square (px) taken before resizing
+    flip: bool = False  # append horizontally flipped copies
+    sample_posterior: bool = False  # a posterior sample instead of the mean
+
+
+def cache_key(codec: LatentCodec, files: Sequence[Path], spec: EncodeSpec) -> str:
+    """Hash of the VAE identity, the spec and the file list (with sizes and mtimes)."""
     entries = []
     for path in files:
         try:
@@ -180,10 +183,7 @@ def cache_key(
     payload = {
         "format": CACHE_FORMAT,
         "vae": codec.identity(),
-        "resolution": resolution,
-        "crop": crop,
-        "flip": flip,
-        "sample_posterior": sample_posterior,
+        "spec": asdict(spec),
         "files": entries,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
@@ -192,17 +192,14 @@ def cache_key(
 def encode_files(
     codec: LatentCodec,
     files: Sequence[Path],
-    resolution: int,
-    crop: int | None = None,
-    flip: bool = False,
+    spec: EncodeSpec,
     batch_size: int = 64,
     num_workers: int = 0,
-    sample_posterior: bool = False,
     seed: int = 0,
     desc: str = "encoding",
 ) -> LatentSet:
     """Encode image files into normalised latents; unreadable files are reported, not fatal."""
-    dataset = _ImageFiles(files, resolution, crop, flip)
+    dataset = _ImageFiles(files, spec.resolution, spec.crop, spec.flip)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate
     )
@@ -214,7 +211,7 @@ def encode_files(
             failures += [reason for _, x, reason in batch if x is None]
             if good:
                 pixels = torch.stack([x for _, x in good])
-                chunks.append(codec.encode(pixels, generator, sample_posterior).cpu())
+                chunks.append(codec.encode(pixels, generator, spec.sample_posterior).cpu())
                 names += [_display_name(files[i % len(files)], i >= len(files)) for i, _ in good]
             bar.update(len(batch))
     if not chunks:
@@ -232,12 +229,9 @@ def cached_latents(
     cache_dir: str | Path,
     codec: LatentCodec,
     files: Sequence[Path],
-    resolution: int,
-    crop: int | None = None,
-    flip: bool = False,
+    spec: EncodeSpec,
     batch_size: int = 64,
     num_workers: int = 0,
-    sample_posterior: bool = False,
     desc: str = "encoding",
 ) -> LatentSet:
     """``encode_files``, memoised on disk under ``cache_dir/latents/<key>.safetensors``.
@@ -245,13 +239,10 @@ def cached_latents(
     The file is written under a temporary name and renamed, so a killed encode never leaves
     a cache file that loads.
     """
-    key = cache_key(codec, files, resolution, crop, flip, sample_posterior)
-    path = Path(cache_dir) / "latents" / f"{key}.safetensors"
+    path = Path(cache_dir) / "latents" / f"{cache_key(codec, files, spec)}.safetensors"
     if path.is_file():
         return load_latent_file(path)
-    result = encode_files(
-        codec, files, resolution, crop, flip, batch_size, num_workers, sample_posterior, desc=desc
-    )
+    result = encode_files(codec, files, spec, batch_size, num_workers, desc=desc)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     metadata = {"names": json.dumps(result.names), "failures": json.dumps(result.failures)}

@@ -33,6 +33,7 @@ from translate.solvers import METHODS, Solution, integrate
 FORMAT_VERSION = 1
 CONFIG_NAME = "translator.json"
 DIRECTIONS = ("a2b", "b2a")
+MAX_ASPECT = 4  # native mode: the long working side is at most this many resolutions
 
 
 @dataclass
@@ -56,7 +57,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """'auto' (or None) -> cuda when available, else cpu."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    device = torch.device(device)
+    # "cpu:0" (as accelerate reports under torchrun) computes differently from "cpu"
+    return torch.device("cpu") if device.type == "cpu" else device
 
 
 class Translator:
@@ -139,10 +142,35 @@ class Translator:
         (tmp / CONFIG_NAME).write_text(json.dumps(asdict(info), indent=2))
         replace_dir(tmp, path)
 
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this: VAE downsampling x UNet downsampling."""
+        levels = len(self.unet.config.block_out_channels)
+        return self.codec.downsample_factor * 2 ** (levels - 1)
+
+    def working_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) at which an image is translated in ``size="native"`` mode.
+
+        The short side is scaled to the model resolution, the aspect ratio kept (up to
+        ``MAX_ASPECT``), and each side rounded to a multiple of ``size_multiple``.
+        """
+        scale = self.resolution / min(width, height)
+        limit = self.resolution * MAX_ASPECT
+        m = self.size_multiple
+        w, h = min(width * scale, limit), min(height * scale, limit)
+        return max(m, round(w / m) * m), max(m, round(h / m) * m)
+
+    def prepare(self, image: Image.Image, size: str = "model") -> Image.Image:
+        """An RGB image resized for the model: ``model`` square crop, or ``native`` shape."""
+        if size == "model":
+            return resize_center_crop(image, self.resolution)
+        if size == "native":
+            return image.resize(self.working_size(*image.size), Image.Resampling.BICUBIC)
+        raise ValueError(f"size must be 'model' or 'native', got '{size}'")
+
     def preprocess(self, images: Sequence[Image.Image | str | Path]) -> torch.Tensor:
         """Images or paths -> pixels (batch, 3, R, R) in [-1, 1] at the model resolution."""
-        loaded = [load_rgb(im) if isinstance(im, (str, Path)) else to_rgb(im) for im in images]
-        return to_tensor([resize_center_crop(im, self.resolution) for im in loaded])
+        return to_tensor([self.prepare(_load(im)) for im in images])
 
     def field(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The learned velocity v(x, t) for latents x (batch, C, h, w)."""
@@ -185,31 +213,52 @@ class Translator:
         strength: float = 1.0,
         return_trajectory: bool = False,
         batch_size: int = 16,
+        size: str = "model",
     ) -> list[Image.Image] | list[list[Image.Image]]:
-        """Translate images at the model resolution.
+        """Translate images; one output per input, in order.
 
-        Returns one image per input, or with ``return_trajectory`` one list of ``steps + 1``
-        frames per input (t from the source domain to the target).
+        ``size="model"`` returns resolution x resolution images (center-cropped);
+        ``size="native"`` translates at the working size (see ``working_size``) and returns
+        each image at its input's exact width and height. With ``return_trajectory`` each
+        output is a list of ``steps + 1`` frames, from the source domain to the target.
+        Images of equal working size are batched together.
         """
         if isinstance(images, (Image.Image, str, Path)):
             images = [images]
-        results: list = []
-        for start in range(0, len(images), batch_size):
-            pixels = self.preprocess(images[start : start + batch_size])
-            latents = self.codec.encode(pixels)
-            solution = self.translate_latents(
-                latents, direction, steps, method, strength, return_trajectory
-            )
-            if return_trajectory:
-                frames = [self.codec.decode_images(state) for state in solution.trajectory]
-                results += [list(per_image) for per_image in zip(*frames, strict=True)]
-            else:
-                results += self.codec.decode_images(solution.x)
+        originals = [_load(im) for im in images]
+        prepared = [self.prepare(im, size) for im in originals]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(prepared):
+            groups.setdefault(image.size, []).append(index)
+        results: list = [None] * len(prepared)
+        for indices in groups.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                latents = self.codec.encode(to_tensor([prepared[i] for i in chunk]))
+                solution = self.translate_latents(
+                    latents, direction, steps, method, strength, return_trajectory
+                )
+                states = solution.trajectory if return_trajectory else solution.x[None]
+                frames = [self.codec.decode_images(state) for state in states]  # (T, batch)
+                for j, i in enumerate(chunk):
+                    target = originals[i].size if size == "native" else None
+                    per_image = [_resized(frame[j], target) for frame in frames]
+                    results[i] = per_image if return_trajectory else per_image[0]
         return results
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents (batch, C, h, w) -> RGB images."""
         return to_pil(self.codec.decode(latents))
+
+
+def _load(image: Image.Image | str | Path) -> Image.Image:
+    return load_rgb(image) if isinstance(image, (str, Path)) else to_rgb(image)
+
+
+def _resized(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+    if size is None or image.size == size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -11,7 +11,7 @@ from translate.autoencoder import autoencoder_dir, train_autoencoder
 from translate.config import Config
 from translate.data import ImageSource, open_source
 from translate.errors import TranslateError
-from translate.latents import LatentCodec, LatentSet, cached_latents
+from translate.latents import EncodeSpec, LatentCodec, LatentSet, cached_latents
 
 
 @dataclass(frozen=True)
@@ -63,17 +63,19 @@ def prepare_data(cfg: Config, device: torch.device) -> PreparedData:
     sets = {}
     for split in ("train", "test"):
         for domain, files in zip("AB", source.split(split), strict=True):
-            flip = cfg.data.flip and split == "train"
+            spec = EncodeSpec(
+                cfg.data.resolution,
+                source.crop,
+                flip=cfg.data.flip and split == "train",
+                sample_posterior=cfg.vae.sample_posterior,
+            )
             sets[f"{split}_{domain.lower()}"] = cached_latents(
                 cfg.data.cache_dir,
                 codec,
                 files,
-                cfg.data.resolution,
-                source.crop,
-                flip,
+                spec,
                 cfg.vae.encode_batch_size,
                 cfg.data.num_workers,
-                cfg.vae.sample_posterior,
                 desc=f"encoding {split}{domain}",
             )
     return PreparedData(source, codec, vae_test_psnr=psnr, **sets)

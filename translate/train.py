@@ -116,6 +116,17 @@ def main(cfg: Config) -> Path:
         (out / "config.yaml").write_text(to_yaml(cfg))
     with accelerator.main_process_first():
         data = prepare_data(cfg, accelerator.device)
+    for name, encoded in (
+        ("trainA", data.train_a),
+        ("trainB", data.train_b),
+        ("testA", data.test_a),
+        ("testB", data.test_b),
+    ):
+        if encoded.failures:
+            accelerator.print(
+                f"warning: skipped {len(encoded.failures)} unreadable image(s) in "
+                f"{name}, e.g. {encoded.failures[0]}"
+            )
     if data.vae_test_psnr is not None:
         accelerator.print(f"VAE reconstruction PSNR on the test split: {data.vae_test_psnr:.2f} dB")
     return Trainer(cfg, accelerator, data).fit()
@@ -304,13 +315,15 @@ class Trainer:
             ("a2b", data.test_a, test_a),
             ("b2a", data.test_b, test_b),
         ):
-            count = min(cfg.count, len(encoded.names))
+            # a fixed, evenly spaced selection of the test split
+            pick = torch.linspace(0, len(encoded.names) - 1, min(cfg.count, len(encoded.names)))
+            index = pick.round().long().unique().tolist()
             sources = [
                 resize_center_crop(load_rgb(f), self.cfg.data.resolution, data.source.crop)
-                for f in _names_to_files(files, encoded.names[:count])
+                for f in _names_to_files(files, [encoded.names[i] for i in index])
             ]
             solution = translator.translate_latents(
-                encoded.latents[:count], direction, cfg.steps, cfg.method
+                encoded.latents[index], direction, cfg.steps, cfg.method
             )
             rows += [sources, translator.decode(solution.x)]
         image = grid(rows)

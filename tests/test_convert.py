@@ -1,0 +1,205 @@
+"""translate-folder on a corpus of good, bad and odd inputs."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from corpus import make_corpus
+from PIL import Image
+
+from translate import Translator
+from translate import convert as convert_module
+from translate.cli import convert_main
+from translate.config import ModelConfig
+from translate.convert import TMP_PREFIX
+from translate.latents import LatentCodec
+from translate.model import build_unet
+from translate.pipeline import TranslatorInfo
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_vae):
+    torch.manual_seed(0)
+    unet = build_unet(
+        ModelConfig(
+            block_out_channels=[16, 32],
+            attention=[False, True],
+            layers_per_block=1,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        ),
+        8,
+        4,
+    )
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint-final"
+    info = TranslatorInfo(domain_a="A", domain_b="B", resolution=16)
+    Translator(unet, LatentCodec.from_pretrained(tiny_vae), info, device="cpu").save_pretrained(
+        path
+    )
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    good, bad = make_corpus(tmp_path / "in")
+    return tmp_path / "in", good, bad
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "failures.csv"
+    }
+
+
+def _failures(root: Path) -> dict[str, str]:
+    with (root / "failures.csv").open(encoding="utf-8") as f:
+        return {Path(row["path"]).name: row["reason"] for row in csv.DictReader(f)}
+
+
+def test_corpus_converts_good_and_reports_bad(checkpoint, corpus, tmp_path, capsys):
+    src, good, bad = corpus
+    out = tmp_path / "out"
+    assert len(good) + len(bad) >= 20
+    code = convert_main([str(checkpoint), str(src), str(out), "--steps", "2", "--batch-size", "4"])
+    assert code == 1  # some inputs failed
+    for rel, size in good.items():
+        target = out / Path(rel)
+        assert target.is_file(), rel
+        with Image.open(target) as image:
+            assert image.size == size, rel
+    failures = _failures(out)
+    assert set(failures) == {Path(rel).name for rel in bad}
+    assert "decompression-bomb" in failures["bomb.png"]
+    assert "not an image" in failures["empty.png"]
+    captured = capsys.readouterr()
+    assert f"converted {len(good)}, skipped 0 (already done), failed {len(bad)}" in captured.out
+    assert "animated (3 frames)" in captured.err
+    with Image.open(out / "rgba.png") as image:
+        assert image.mode == "RGBA"  # alpha re-attached where the format allows
+    assert not list(out.rglob(f"{TMP_PREFIX}*"))
+
+    again = convert_main([str(checkpoint), str(src), str(out), "--steps", "2", "--batch-size", "4"])
+    assert again == 1
+    assert (
+        f"converted 0, skipped {len(good)} (already done), failed {len(bad)}"
+        in capsys.readouterr().out
+    )
+
+
+def test_model_size_and_format(checkpoint, corpus, tmp_path):
+    src, _, _ = corpus
+    out = tmp_path / "out"
+    convert_main(
+        [
+            str(checkpoint),
+            str(src / "wide.jpg"),
+            str(out),
+            "--size",
+            "model",
+            "--format",
+            "webp",
+            "--steps",
+            "1",
+        ]
+    )
+    with Image.open(out / "wide.webp") as image:
+        assert image.size == (16, 16)
+
+
+def test_kill_then_rerun_equals_an_uninterrupted_run(checkpoint, corpus, tmp_path, monkeypatch):
+    src, _, _ = corpus
+    args = ["--steps", "2", "--batch-size", "3"]
+    assert convert_main([str(checkpoint), str(src), str(tmp_path / "whole"), *args]) == 1
+    real_write = convert_module.write_image
+    written = []
+
+    def die_mid_write(image, alpha, target, quality):
+        if len(written) == 5:  # leave a half-written temporary file, then die
+            (target.parent / f"{TMP_PREFIX}{target.name}").write_bytes(b"partial")
+            raise KeyboardInterrupt
+        written.append(target)
+        real_write(image, alpha, target, quality)
+
+    monkeypatch.setattr(convert_module, "write_image", die_mid_write)
+    assert convert_main([str(checkpoint), str(src), str(tmp_path / "resumed"), *args]) == 130
+    monkeypatch.setattr(convert_module, "write_image", real_write)
+    assert convert_main([str(checkpoint), str(src), str(tmp_path / "resumed"), *args]) == 1
+    assert _outputs(tmp_path / "resumed") == _outputs(tmp_path / "whole")
+    assert not list((tmp_path / "resumed").rglob(f"{TMP_PREFIX}*"))
+
+
+def test_unreadable_file_is_reported(checkpoint, corpus, tmp_path, monkeypatch):
+    src, _, _ = corpus
+    real_open = Image.open
+
+    def guarded(fp, *args, **kwargs):
+        if str(fp).endswith("square.png"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", guarded)
+    convert_main([str(checkpoint), str(src), str(tmp_path / "out"), "--steps", "1"])
+    assert _failures(tmp_path / "out")["square.png"] == "permission denied"
+
+
+def test_deterministic_bytes(checkpoint, corpus, tmp_path):
+    src, _, _ = corpus
+    for name in ("a", "b"):
+        convert_main([str(checkpoint), str(src / "nested"), str(tmp_path / name), "--steps", "2"])
+    assert _outputs(tmp_path / "a") == _outputs(tmp_path / "b") != {}
+
+
+def test_dry_run_writes_nothing(checkpoint, corpus, tmp_path, capsys):
+    src, good, bad = corpus
+    out = tmp_path / "out"
+    assert convert_main([str(checkpoint), str(src), str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("convert\t") for line in lines) == len(good) + len(bad)
+    assert not out.exists()
+
+
+def test_usage_errors_exit_2(checkpoint, corpus, tmp_path, capsys):
+    src, _, _ = corpus
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cases = [
+        ([str(tmp_path / "nope"), str(src), str(tmp_path / "o")], "checkpoint not found"),
+        ([str(checkpoint), str(tmp_path / "missing"), str(tmp_path / "o")], "INPUT not found"),
+        ([str(checkpoint), str(src), str(src / "out")], "inside INPUT"),
+        ([str(checkpoint), str(src), str(blocker / "out")], "not writable"),
+    ]
+    for argv, message in cases:
+        assert convert_main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_work(checkpoint, corpus, tmp_path):
+    src, good, bad = corpus
+    args = [str(checkpoint), str(src), "--steps", "2", "--batch-size", "2"]
+    assert convert_main([args[0], args[1], str(tmp_path / "single"), *args[2:]]) == 1
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "translate.convert",
+        args[0],
+        args[1],
+        str(tmp_path / "double"),
+        *args[2:],
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"converted {len(good)}, skipped 0 (already done), failed {len(bad)}" in result.stdout
+    assert _outputs(tmp_path / "double") == _outputs(tmp_path / "single")
+    assert _failures(tmp_path / "double") == _failures(tmp_path / "single")

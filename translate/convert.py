@@ -1,0 +1,299 @@
+"""Batch folder conversion: translate every image under a folder, mirroring its tree.
+
+Safe to rerun: each output is written under a temporary name and renamed, complete outputs
+are skipped, and bad inputs are reported in ``OUTPUT/failures.csv`` without stopping the run.
+Batches are fixed by the whole file list, so results do not depend on what was already done
+or on how many processes share the work (``accelerate launch`` / ``torchrun``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from translate.errors import TranslateError
+from translate.images import list_images, read_image, resize_center_crop
+from translate.pipeline import DIRECTIONS, Translator
+from translate.solvers import METHODS
+
+FORMATS = ("same", "png", "jpg", "webp")
+SIZES = ("native", "model")
+TMP_PREFIX = ".tmp-translate-"
+FAILURES = "failures.csv"
+# Pillow writer per output extension; "same" keeps these, anything else becomes PNG.
+_WRITERS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".gif": "GIF",
+}
+_ALPHA_WRITERS = {"PNG", "WEBP", "TIFF"}
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How to translate and write; the defaults match the command line's."""
+
+    direction: str = "a2b"
+    steps: int = 8
+    method: str = "euler"
+    strength: float = 1.0
+    batch_size: int = 16
+    size: str = "native"  # native: keep each input's size; model: square model resolution
+    format: str = "same"  # same | png | jpg | webp
+    quality: int = 95  # jpg and webp
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (
+            ("direction", self.direction, DIRECTIONS),
+            ("method", self.method, METHODS),
+            ("size", self.size, SIZES),
+            ("format", self.format, FORMATS),
+        ):
+            if value not in choices:
+                raise TranslateError(f"--{name} must be one of {', '.join(choices)}; got {value}")
+        if not 0 < self.strength <= 1:
+            raise TranslateError(f"--strength must be in (0, 1]; got {self.strength}")
+        if self.steps < 1 or self.batch_size < 1 or not 1 <= self.quality <= 100:
+            raise TranslateError("--steps and --batch-size must be >= 1, --quality in 1..100")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and where its translation goes."""
+
+    source: Path
+    target: Path
+
+
+@dataclass
+class Summary:
+    """What a run did; ``failures`` holds (path, reason) pairs."""
+
+    converted: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+    def merge(self, other: Summary) -> None:
+        self.converted += other.converted
+        self.skipped += other.skipped
+        self.failures += other.failures
+        self.notes += other.notes
+
+    def line(self) -> str:
+        return (
+            f"converted {self.converted}, skipped {self.skipped} (already done), "
+            f"failed {len(self.failures)}"
+        )
+
+
+def target_path(source: Path, input_root: Path, output_root: Path, fmt: str) -> Path:
+    """The output path of ``source``: same relative tree and base name, extension by format."""
+    relative = source.relative_to(input_root) if source != input_root else Path(source.name)
+    suffix = source.suffix.lower() if fmt == "same" else f".{fmt}"
+    if suffix not in _WRITERS:
+        suffix = ".png"
+    return output_root / relative.with_suffix(suffix)
+
+
+def check_paths(input_path: Path, output_root: Path, writable: bool = True) -> None:
+    """Usage errors, each one line: missing input, output inside input, unwritable output."""
+    if not input_path.exists():
+        raise TranslateError(f"INPUT not found: {input_path}")
+    inp, out = input_path.resolve(), output_root.resolve()
+    if input_path.is_dir() and (out == inp or inp in out.parents):
+        raise TranslateError(f"OUTPUT {output_root} is inside INPUT {input_path}; choose another")
+    if not writable:
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f"{TMP_PREFIX}probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise TranslateError(f"OUTPUT is not writable: {output_root} ({err.strerror})") from None
+
+
+def plan_jobs(input_path: Path, output_root: Path, fmt: str) -> list[Job]:
+    """Every image under ``input_path`` (or the file itself), sorted, with its target."""
+    if input_path.is_file():
+        return [Job(input_path, target_path(input_path, input_path, output_root, fmt))]
+    return [Job(p, target_path(p, input_path, output_root, fmt)) for p in list_images(input_path)]
+
+
+def oriented_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) after EXIF orientation, from the header alone; None if unreadable."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
+                return height, width
+            return width, height
+    except Exception:
+        return None
+
+
+def plan_batches(jobs: list[Job], translator: Translator, opts: ConvertOptions) -> list[list[Job]]:
+    """Group jobs of equal working shape into batches, in file order (independent of progress)."""
+    groups: dict[object, list[Job]] = {}
+    for job in jobs:
+        size = oriented_size(job.source)
+        if opts.size == "model" or size is None:
+            key: object = "model" if size else "unreadable"
+        else:
+            key = translator.working_size(*size)
+        groups.setdefault(key, []).append(job)
+    return [
+        group[i : i + opts.batch_size]
+        for group in groups.values()
+        for i in range(0, len(group), opts.batch_size)
+    ]
+
+
+def is_complete(path: Path) -> bool:
+    """True when ``path`` holds a whole, readable image."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:
+        return False
+
+
+def write_image(image: Image.Image, alpha: Image.Image | None, target: Path, quality: int) -> None:
+    """Save atomically: a temporary file in the same folder, then a rename."""
+    writer = _WRITERS[target.suffix.lower()]
+    if alpha is not None and writer in _ALPHA_WRITERS:
+        image = image.copy()
+        image.putalpha(alpha)
+    options = {"quality": quality} if writer in ("JPEG", "WEBP") else {}
+    buffer = io.BytesIO()
+    image.save(buffer, format=writer, **options)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{TMP_PREFIX}{target.name}")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, target)
+
+
+def clean_temporaries(output_root: Path) -> None:
+    """Remove temporary files left by a killed run."""
+    for path in output_root.rglob(f"{TMP_PREFIX}*"):
+        path.unlink(missing_ok=True)
+
+
+def translate_batch(
+    translator: Translator, images: list[Image.Image], opts: ConvertOptions
+) -> list[Image.Image]:
+    """Translate one batch; on CUDA out-of-memory, retry it in halves."""
+    try:
+        return translator(
+            images,
+            opts.direction,
+            opts.steps,
+            opts.method,
+            opts.strength,
+            batch_size=len(images),
+            size=opts.size,
+        )
+    except torch.cuda.OutOfMemoryError:
+        if len(images) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(images) // 2
+        return translate_batch(translator, images[:half], opts) + translate_batch(
+            translator, images[half:], opts
+        )
+
+
+def convert_batches(
+    translator: Translator,
+    batches: list[list[Job]],
+    opts: ConvertOptions,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Summary:
+    """Convert the given batches; never raises for a bad input file."""
+    summary = Summary()
+    for batch in batches:
+        todo = [job for job in batch if opts.overwrite or not is_complete(job.target)]
+        summary.skipped += len(batch) - len(todo)
+        if not todo:
+            progress(len(batch))
+            continue
+        loaded = []
+        for job in batch:  # the whole batch is translated, so results never depend on progress
+            try:
+                source = read_image(job.source)
+            except ValueError as err:
+                if job in todo:
+                    summary.failures.append((str(job.source), str(err)))
+                continue
+            if source.note and job in todo:
+                summary.notes.append((str(job.source), source.note))
+            loaded.append((job, source))
+        if loaded:
+            outputs = translate_batch(translator, [s.rgb for _, s in loaded], opts)
+            for (job, source), output in zip(loaded, outputs, strict=True):
+                if job not in todo:
+                    continue
+                try:
+                    write_image(
+                        output, _output_alpha(source, output, opts), job.target, opts.quality
+                    )
+                    summary.converted += 1
+                except OSError as err:
+                    summary.failures.append((str(job.source), f"cannot write output: {err}"))
+        progress(len(batch))
+    return summary
+
+
+def _output_alpha(source, output: Image.Image, opts: ConvertOptions) -> Image.Image | None:
+    if source.alpha is None:
+        return None
+    if opts.size == "model":
+        return resize_center_crop(source.alpha, output.width)
+    return source.alpha.resize(output.size, Image.Resampling.BICUBIC)
+
+
+def write_failures(output_root: Path, failures: list[tuple[str, str]]) -> Path:
+    """``OUTPUT/failures.csv`` with one row per failed input (path, reason), atomically."""
+    path = output_root / FAILURES
+    tmp = output_root / f"{TMP_PREFIX}{FAILURES}"
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason"])
+        writer.writerows(sorted(failures))
+    os.replace(tmp, path)
+    return path
+
+
+def shard(batches: list[list[Job]], rank: int, world_size: int) -> list[list[Job]]:
+    """This process's share of the batches (round-robin: every batch exactly once)."""
+    return batches[rank::world_size]
+
+
+def iter_dry_run(jobs: list[Job], opts: ConvertOptions) -> Iterator[str]:
+    """Lines describing what a real run would do, writing nothing."""
+    for job in jobs:
+        done = not opts.overwrite and is_complete(job.target)
+        yield f"{'skip' if done else 'convert'}\t{job.source}\t{job.target}"
+
+
+if __name__ == "__main__":
+    import sys
+
+    from translate.cli import convert_main
+
+    sys.exit(convert_main())
