@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from translate.errors import TranslateError
-from translate.images import list_images, read_image, resize_center_crop
+from translate.images import SourceImage, list_images, read_image, resize_center_crop
 from translate.pipeline import DIRECTIONS, Translator
 from translate.solvers import METHODS
 
@@ -259,7 +259,9 @@ def convert_batches(
     return summary
 
 
-def _output_alpha(source, output: Image.Image, opts: ConvertOptions) -> Image.Image | None:
+def _output_alpha(
+    source: SourceImage, output: Image.Image, opts: ConvertOptions
+) -> Image.Image | None:
     if source.alpha is None:
         return None
     if opts.size == "model":
