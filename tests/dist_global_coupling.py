@@ -24,3 +24,5 @@ if accelerator.is_main_process:
     out = {"world": world, "all_ok": bool(flags.min().item() == 1.0), "ratio": mine.cost_ratio}
     with open(sys.argv[1], "w") as f:
         json.dump(out, f)
+accelerator.wait_for_everyone()
+accelerator.end_training()  # destroy the process group before exiting

@@ -53,3 +53,42 @@ def make_folders(
             for i in range(n):
                 draw_shape(domain, size, rng).save(folder / f"{i:03d}.png")
     return root
+
+
+def tiny_translator(vae_path: Path, domain_a: str = "A", domain_b: str = "B"):
+    """A Translator with a random two-level UNet over the tiny VAE, at 16 px, on the CPU."""
+    import torch
+
+    from translate import Translator
+    from translate.config import ModelConfig
+    from translate.latents import LatentCodec
+    from translate.model import build_unet
+    from translate.pipeline import TranslatorInfo
+
+    torch.manual_seed(0)
+    model = ModelConfig(
+        block_out_channels=[16, 32],
+        attention=[False, True],
+        layers_per_block=1,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    info = TranslatorInfo(domain_a=domain_a, domain_b=domain_b, resolution=16)
+    return Translator(build_unet(model, 8, 4), LatentCodec.from_pretrained(vae_path), info, "cpu")
+
+
+def torchrun(*args, cwd: Path, timeout: int = 300):
+    """Run ``args`` under torchrun with two local processes (a gloo group on CPUs)."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        *map(str, args),
+    ]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)

@@ -1,44 +1,22 @@
 """translate-folder on a corpus of good, bad and odd inputs."""
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 from corpus import make_corpus
+from helpers import tiny_translator, torchrun
 from PIL import Image
 
-from translate import Translator
 from translate import convert as convert_module
 from translate.cli import convert_main
-from translate.config import ModelConfig
 from translate.convert import TMP_PREFIX
-from translate.latents import LatentCodec
-from translate.model import build_unet
-from translate.pipeline import TranslatorInfo
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_vae):
-    torch.manual_seed(0)
-    unet = build_unet(
-        ModelConfig(
-            block_out_channels=[16, 32],
-            attention=[False, True],
-            layers_per_block=1,
-            attention_head_dim=8,
-            norm_num_groups=8,
-        ),
-        8,
-        4,
-    )
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint-final"
-    info = TranslatorInfo(domain_a="A", domain_b="B", resolution=16)
-    Translator(unet, LatentCodec.from_pretrained(tiny_vae), info, device="cpu").save_pretrained(
-        path
-    )
+    tiny_translator(tiny_vae).save_pretrained(path)
     return path
 
 
@@ -184,21 +162,9 @@ def test_two_processes_split_the_work(checkpoint, corpus, tmp_path):
     src, good, bad = corpus
     args = [str(checkpoint), str(src), "--steps", "2", "--batch-size", "2"]
     assert convert_main([args[0], args[1], str(tmp_path / "single"), *args[2:]]) == 1
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "translate.convert",
-        args[0],
-        args[1],
-        str(tmp_path / "double"),
-        *args[2:],
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = torchrun(
+        "-m", "translate.convert", args[0], args[1], tmp_path / "double", *args[2:], cwd=tmp_path
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert f"converted {len(good)}, skipped 0 (already done), failed {len(bad)}" in result.stdout
     assert _outputs(tmp_path / "double") == _outputs(tmp_path / "single")

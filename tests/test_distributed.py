@@ -1,33 +1,19 @@
 """Two CPU processes under torchrun (a real gloo process group)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import torchrun
 
 from translate import runs
 
 HERE = Path(__file__).parent
 
 
-def _torchrun(*args, cwd, timeout=300):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        *map(str, args),
-    ]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.mark.slow
 def test_global_scope_gives_one_plan_on_both_ranks(tmp_path):
-    result = _torchrun(HERE / "dist_global_coupling.py", tmp_path / "out.json", cwd=tmp_path)
+    result = torchrun(HERE / "dist_global_coupling.py", tmp_path / "out.json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["world"] == 2 and out["all_ok"] and out["ratio"] < 1.0
@@ -35,7 +21,7 @@ def test_global_scope_gives_one_plan_on_both_ranks(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_training_run(tmp_path, folders, tiny_vae, repo):
-    result = _torchrun(
+    result = torchrun(
         repo / "train.py",
         "--config",
         repo / "configs" / "tiny.yaml",

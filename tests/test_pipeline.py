@@ -5,29 +5,15 @@ import torch
 from PIL import Image
 
 from translate import Translator
-from translate.config import ModelConfig
 from translate.errors import TranslateError
-from translate.latents import LatentCodec
-from translate.model import build_unet, velocity
-from translate.pipeline import TranslatorInfo
+from translate.model import velocity
 
 
 @pytest.fixture
 def translator(tiny_vae):
-    torch.manual_seed(0)
-    unet = build_unet(
-        ModelConfig(
-            block_out_channels=[16, 32],
-            attention=[False, True],
-            layers_per_block=1,
-            attention_head_dim=8,
-            norm_num_groups=8,
-        ),
-        8,
-        4,
-    )
-    info = TranslatorInfo(domain_a="circles", domain_b="squares", resolution=16)
-    return Translator(unet, LatentCodec.from_pretrained(tiny_vae), info, device="cpu")
+    from helpers import tiny_translator
+
+    return tiny_translator(tiny_vae, "circles", "squares")
 
 
 @pytest.fixture

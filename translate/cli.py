@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from translate.errors import TranslateError
+
+if TYPE_CHECKING:  # heavy imports stay inside the commands
+    from accelerate import PartialState
+
+    from translate import convert
 
 
 def train_main(argv: list[str] | None = None) -> int:
@@ -78,11 +84,8 @@ def _convert(args: argparse.Namespace) -> int:
 
     import torch
     from accelerate import PartialState
-    from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
 
     from translate import convert
-    from translate.pipeline import Translator
 
     opts = convert.ConvertOptions(
         direction=args.direction,
@@ -101,12 +104,34 @@ def _convert(args: argparse.Namespace) -> int:
     convert.check_paths(input_path, output_root, writable=not args.dry_run)
     jobs = convert.plan_jobs(input_path, output_root, opts.format)
     state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
-    if args.dry_run:
+    try:
+        if not args.dry_run:
+            return _convert_shard(args, opts, jobs, state)
         if state.is_main_process:
             for line in convert.iter_dry_run(jobs, opts):
                 print(line)
             print(f"dry run: {len(jobs)} image(s) found; nothing written")
         return 0
+    finally:
+        state.destroy_process_group()
+
+
+def _convert_shard(
+    args: argparse.Namespace,
+    opts: convert.ConvertOptions,
+    jobs: list[convert.Job],
+    state: PartialState,
+) -> int:
+    """Convert this process's share of the batches and report the merged summary."""
+    from pathlib import Path
+
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    from translate import convert
+    from translate.pipeline import Translator
+
+    output_root = Path(args.output)
     device = state.device if args.device == "auto" else args.device
     translator = Translator.from_pretrained(args.checkpoint, device=device)
     if state.is_main_process:
@@ -127,4 +152,5 @@ def _convert(args: argparse.Namespace) -> int:
     if state.is_main_process:
         failures = convert.write_failures(output_root, total.failures)
         print(total.line() + (f"; reasons in {failures}" if total.failures else ""))
+    state.wait_for_everyone()
     return 1 if total.failures else 0

@@ -88,13 +88,24 @@ def flow_step_loss(unet, x0, x1, coupler, path: ProbabilityPath, gens: Generator
 
 def main(cfg: Config) -> Path:
     """Train (or resume, or report done) and return the final checkpoint folder."""
-    out = Path(cfg.train.output_dir)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # lets torchrun/accelerate form a gloo group on CPUs
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=None if cfg.train.log_with == "none" else cfg.train.log_with,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        project_config=ProjectConfiguration(
+            project_dir=cfg.train.output_dir, logging_dir=str(Path(cfg.train.output_dir, "logs"))
+        ),
     )
+    try:
+        final = _run(cfg, accelerator)
+        accelerator.wait_for_everyone()
+        return final
+    finally:
+        accelerator.end_training()  # closes trackers and destroys the process group
+
+
+def _run(cfg: Config, accelerator: Accelerator) -> Path:
+    out = Path(cfg.train.output_dir)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != launched:
         raise TranslateError(
@@ -230,7 +241,6 @@ class Trainer:
             if self.step % cfg.train.checkpoint_every == 0 or final:
                 self._save(final)
         bar.close()
-        acc.end_training()
         acc.print(f"finished {self.step} steps: {self.out / runs.FINAL}")
         return self.out / runs.FINAL
 
