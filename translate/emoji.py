@@ -25,7 +25,7 @@ from translate.images import to_rgb
 
 SIZE = 72  # pixels; the Twemoji PNGs' own size
 TEST_PERCENT = 10  # share of emoji held out for the test split, chosen by a hash of the name
-BUILD_VERSION = 1  # bump when the rendering below changes, to rebuild caches
+BUILD_VERSION = 2  # bump when the rendering below changes, to rebuild caches
 _INSTALL_HINT = "the emoji data needs the 'emoji' extra: pip install -e '.[emoji]'"
 
 
@@ -76,8 +76,15 @@ def is_blank(image: Image.Image, min_fraction: float = 0.01) -> bool:
 
 
 def sequence_text(name: str) -> str:
-    """'1f468-200d-1f469' -> the Unicode string of those code points."""
-    return "".join(chr(int(cp, 16)) for cp in name.split("-"))
+    """'1f468-200d-1f469' -> the Unicode string of those code points, fully qualified.
+
+    Twemoji file names drop U+FE0F; the font needs it after the first code point to draw
+    keycaps with their digit (it changes nothing for the other emoji).
+    """
+    points = name.split("-")
+    if "fe0f" not in points:
+        points.insert(1, "fe0f")
+    return "".join(chr(int(cp, 16)) for cp in points)
 
 
 def build_emoji_dataset(cache_dir: Path) -> Path:
