@@ -75,6 +75,18 @@ def test_save_and_load_round_trip(translator, images, tmp_path):
     b = loaded(images, steps=2)
     assert [im.tobytes() for im in a] == [im.tobytes() for im in b]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    assert loaded.examples == {}
+
+
+def test_examples_round_trip(translator, images, tmp_path):
+    translator.examples = {"a2b": images, "b2a": images[:1]}
+    try:
+        translator.save_pretrained(tmp_path / "ckpt")
+    finally:
+        translator.examples = {}
+    loaded = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert {k: len(v) for k, v in loaded.examples.items()} == {"a2b": 2, "b2a": 1}
+    assert loaded.examples["a2b"][1].tobytes() == images[1].convert("RGB").tobytes()
 
 
 def test_load_errors(translator, tmp_path):

@@ -77,6 +77,9 @@ def test_kill_resume_finish_translate(workspace, folders):
     assert again.returncode == 0 and "already finished" in again.stdout + again.stderr
 
     translator = Translator.from_pretrained(tmp / "run" / runs.FINAL, device="cpu")
+    # the held-out sample-grid sources travel with the checkpoint as examples to try
+    assert sorted(translator.examples) == ["a2b", "b2a"]
+    assert all(im.size == (16, 16) for ims in translator.examples.values() for im in ims)
     source = folders / "testA" / "000.png"
     for direction in ("a2b", "b2a"):
         for method in ("euler", "dopri5"):

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from translate.errors import TranslateError
-from translate.images import SourceImage, list_images, read_image, resize_center_crop
+from translate.images import list_images, read_image, restore_alpha, with_alpha
 from translate.pipeline import DIRECTIONS, Translator
 from translate.solvers import METHODS
 
@@ -176,9 +176,8 @@ def is_complete(path: Path) -> bool:
 def write_image(image: Image.Image, alpha: Image.Image | None, target: Path, quality: int) -> None:
     """Save atomically: a temporary file in the same folder, then a rename."""
     writer = _WRITERS[target.suffix.lower()]
-    if alpha is not None and writer in _ALPHA_WRITERS:
-        image = image.copy()
-        image.putalpha(alpha)
+    if writer in _ALPHA_WRITERS:
+        image = with_alpha(image, alpha)
     options = {"quality": quality} if writer in ("JPEG", "WEBP") else {}
     buffer = io.BytesIO()
     image.save(buffer, format=writer, **options)
@@ -249,24 +248,13 @@ def convert_batches(
                 if job not in todo:
                     continue
                 try:
-                    write_image(
-                        output, _output_alpha(source, output, opts), job.target, opts.quality
-                    )
+                    alpha = restore_alpha(source.alpha, output, opts.size)
+                    write_image(output, alpha, job.target, opts.quality)
                     summary.converted += 1
                 except OSError as err:
                     summary.failures.append((str(job.source), f"cannot write output: {err}"))
         progress(len(batch))
     return summary
-
-
-def _output_alpha(
-    source: SourceImage, output: Image.Image, opts: ConvertOptions
-) -> Image.Image | None:
-    if source.alpha is None:
-        return None
-    if opts.size == "model":
-        return resize_center_crop(source.alpha, output.width)
-    return source.alpha.resize(output.size, Image.Resampling.BICUBIC)
 
 
 def write_failures(output_root: Path, failures: list[tuple[str, str]]) -> Path:

@@ -143,6 +143,30 @@ def read_image(path: str | Path) -> SourceImage:
     return SourceImage(rgb, alpha, note)
 
 
+def restore_alpha(
+    alpha: Image.Image | None, output: Image.Image, size: str = "native"
+) -> Image.Image | None:
+    """The input's alpha channel fitted to a translated output, or None when it had none.
+
+    ``size`` is the Translator's mode: ``native`` outputs keep the input's shape, so the alpha
+    is resized; ``model`` outputs are center-cropped squares, so the alpha is cropped the same way.
+    """
+    if alpha is None:
+        return None
+    if size == "model":
+        return resize_center_crop(alpha, output.width)
+    return alpha.resize(output.size, Image.Resampling.BICUBIC)
+
+
+def with_alpha(image: Image.Image, alpha: Image.Image | None) -> Image.Image:
+    """``image`` as RGBA with ``alpha`` attached (unchanged when ``alpha`` is None)."""
+    if alpha is None:
+        return image
+    image = image.convert("RGB")
+    image.putalpha(alpha)
+    return image
+
+
 def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
     """Convert RGB pixels from an embedded ICC profile to sRGB (unchanged if it can't be read)."""
     try:

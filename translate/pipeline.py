@@ -1,8 +1,9 @@
 """``Translator``: the inference object, loaded from and saved to a checkpoint folder.
 
 A checkpoint folder holds ``translator.json`` (domains, resolution, objective, the resolved
-training config), ``unet/`` (EMA weights, safetensors) and either ``vae/`` (a saved copy) or a
-hub reference to the VAE in ``translator.json``. Nothing is loaded through pickle.
+training config), ``unet/`` (EMA weights, safetensors), either ``vae/`` (a saved copy) or a
+hub reference to the VAE in ``translator.json``, and optionally ``examples/a2b/*.png`` and
+``examples/b2a/*.png`` (held-out source images to try). Nothing is loaded through pickle.
 
 >>> from translate import Translator
 >>> tr = Translator.from_pretrained("runs/emoji/checkpoint-final", device="cpu")
@@ -32,6 +33,7 @@ from translate.solvers import METHODS, Solution, integrate
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "translator.json"
+EXAMPLES = "examples"
 DIRECTIONS = ("a2b", "b2a")
 MAX_ASPECT = 4  # native mode: the long working side is at most this many resolutions
 
@@ -71,12 +73,15 @@ class Translator:
         codec: LatentCodec,
         info: TranslatorInfo,
         device: str | torch.device | None = "auto",
+        examples: dict[str, list[Image.Image]] | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.unet = unet.eval().requires_grad_(False).to(self.device)
         self.codec = codec
         self.codec.vae.to(self.device)
         self.info = info
+        # direction -> held-out source images to try, e.g. {"a2b": [...], "b2a": [...]}
+        self.examples = examples or {}
 
     @property
     def domains(self) -> tuple[str, str]:
@@ -124,7 +129,7 @@ class Translator:
                 f"incompatible checkpoint {path}: UNet expects {unet.config.in_channels} latent "
                 f"channels, the VAE gives {codec.latent_channels}"
             )
-        return cls(unet, codec, info, device)
+        return cls(unet, codec, info, device, _load_examples(path / EXAMPLES))
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write a checkpoint folder atomically (a temporary folder, then a rename)."""
@@ -140,6 +145,10 @@ class Translator:
         else:
             info.vae = {"pretrained": self.codec.source, "subfolder": self.codec.subfolder}
         (tmp / CONFIG_NAME).write_text(json.dumps(asdict(info), indent=2))
+        for direction, images in self.examples.items():
+            (tmp / EXAMPLES / direction).mkdir(parents=True)
+            for i, image in enumerate(images):
+                image.save(tmp / EXAMPLES / direction / f"{i:02d}.png")
         replace_dir(tmp, path)
 
     @property
@@ -249,6 +258,15 @@ class Translator:
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents (batch, C, h, w) -> RGB images."""
         return to_pil(self.codec.decode(latents))
+
+
+def _load_examples(folder: Path) -> dict[str, list[Image.Image]]:
+    examples = {}
+    for direction in DIRECTIONS:
+        files = sorted((folder / direction).glob("*.png"))
+        if files:
+            examples[direction] = [load_rgb(f) for f in files]
+    return examples
 
 
 def _load(image: Image.Image | str | Path) -> Image.Image:

@@ -23,6 +23,7 @@ from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from diffusers.utils import logging as diffusers_logging
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -181,6 +182,7 @@ class Trainer:
         self.coupler = coupler
         self.path = build_path(cfg.flow.objective, cfg.flow.sigma)
         self.step = 0
+        self._samples: list | None = None  # see _sample_sources
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> Path:
@@ -265,7 +267,8 @@ class Trainer:
             step=self.step,
             config=to_dict(self.cfg),
         )
-        return Translator(unet, self.data.codec, info, device=self.accelerator.device)
+        examples = {direction: images for direction, images, _ in self._sample_sources()}
+        return Translator(unet, self.data.codec, info, self.accelerator.device, examples)
 
     def _save(self, final: bool) -> None:
         """Resume point + exported checkpoint, each written under a temporary name first."""
@@ -313,27 +316,37 @@ class Trainer:
         acc.print(f"resumed from {state} at step {self.step}")
 
     # ---------------------------------------------------------------------- sample grid
+    def _sample_sources(self) -> list[tuple[str, list[Image.Image], torch.Tensor]]:
+        """(direction, source images, their latents) for a fixed, evenly spaced test selection.
+
+        The same images make the sample grids and the examples stored in each checkpoint.
+        """
+        if self._samples is None:
+            count, data = self.cfg.sample.count, self.data
+            test_a, test_b = data.source.split("test")
+            self._samples = []
+            for direction, encoded, files in (
+                ("a2b", data.test_a, test_a),
+                ("b2a", data.test_b, test_b),
+            ):
+                pick = torch.linspace(0, len(encoded.names) - 1, min(count, len(encoded.names)))
+                index = pick.round().long().unique().tolist()
+                sources = [
+                    resize_center_crop(load_rgb(f), self.cfg.data.resolution, data.source.crop)
+                    for f in _names_to_files(files, [encoded.names[i] for i in index])
+                ]
+                self._samples.append((direction, sources, encoded.latents[index]))
+        return self._samples
+
     def _sample_grid(self) -> None:
         """Fixed test images A -> B and B -> A with the EMA weights, saved as one PNG."""
         if not self.accelerator.is_main_process:
             return
-        cfg, data = self.cfg.sample, self.data
         translator = self.translator()
-        test_a, test_b = data.source.split("test")
         rows = []
-        for direction, encoded, files in (
-            ("a2b", data.test_a, test_a),
-            ("b2a", data.test_b, test_b),
-        ):
-            # a fixed, evenly spaced selection of the test split
-            pick = torch.linspace(0, len(encoded.names) - 1, min(cfg.count, len(encoded.names)))
-            index = pick.round().long().unique().tolist()
-            sources = [
-                resize_center_crop(load_rgb(f), self.cfg.data.resolution, data.source.crop)
-                for f in _names_to_files(files, [encoded.names[i] for i in index])
-            ]
+        for direction, sources, latents in self._sample_sources():
             solution = translator.translate_latents(
-                encoded.latents[index], direction, cfg.steps, cfg.method
+                latents, direction, self.cfg.sample.steps, self.cfg.sample.method
             )
             rows += [sources, translator.decode(solution.x)]
         image = grid(rows)

@@ -1,0 +1,300 @@
+"""The Gradio web app: upload an image, translate it either way, watch the path.
+
+    python app/app.py --checkpoint runs/emoji/checkpoint-final      # or: translate-app ...
+
+It binds to 127.0.0.1 unless ``--host`` says otherwise, and makes no share link unless
+``--share`` is given. The request logic (upload checks, native-size output, GIF, zip) lives in
+``translate.serving``; this file is the page only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+try:
+    import gradio as gr
+except ImportError:  # pragma: no cover - exercised by users without the extra
+    sys.exit('error: the app needs Gradio: pip install "translate[app]"')
+
+from translate import serving
+from translate.errors import TranslateError
+from translate.pipeline import Translator
+from translate.solvers import METHODS
+
+log = logging.getLogger("translate.app")
+
+CSS = """
+.gradio-container { max-width: 1100px !important; margin: auto; }
+/* emoji-sized images are shown enlarged, without smoothing */
+#input-image img, #output-image img {
+  width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;
+}
+/* phone-width windows: stack the columns */
+@media (max-width: 720px) {
+  .stack-on-phone { flex-direction: column !important; }
+  .stack-on-phone > * { width: 100% !important; min-width: 0 !important; }
+}
+"""
+KEEP_OUTPUTS_S = 900  # GIFs and zips the page offers for download live this long
+
+
+def build_demo(
+    translator: Translator, workdir: Path, max_upload_mb: float = serving.MAX_UPLOAD_MB
+) -> gr.Blocks:
+    """The page for one loaded ``Translator``; ``workdir`` holds example and output files."""
+    labels = serving.direction_labels(translator)
+    label_names = list(labels)
+    a, b = translator.domains
+
+    def direction_of(label: str) -> str:
+        if label in labels.values():  # API callers may pass "a2b" / "b2a"
+            return label
+        if label not in labels:
+            raise gr.Error(f"direction must be one of: {', '.join(label_names)}")
+        return labels[label]
+
+    def translate_one(image: Any, direction: str, steps: float, solver: str, strength: float):
+        path = _upload_path(image)
+        try:
+            result = serving.translate_upload(
+                translator,
+                path,
+                direction_of(direction),
+                int(steps),
+                solver,
+                float(strength),
+                max_upload_mb,
+            )
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        except Exception as err:  # never show a traceback; keep serving
+            log.exception("translation failed")
+            raise gr.Error(f"translation failed: {_first_line(err)}") from None
+        if result.note:
+            gr.Info(result.note)
+        strip = [(f, f"t = {t:.2f}") for f, t in zip(result.frames, result.times, strict=True)]
+        gif = serving.trajectory_gif(result.frames, _output_path(workdir, "path", ".gif"))
+        return result.image, strip, str(gif)
+
+    def translate_batch(images: Any, direction: str, steps: float, solver: str):
+        paths, names = [], []
+        for payload in images or []:
+            paths.append(_upload_path(payload))
+            names.append(_upload_name(payload))
+        if not paths:
+            raise gr.Error("no files given: upload some images first")
+        try:
+            results, failed = serving.translate_many(
+                translator,
+                paths,
+                direction_of(direction),
+                int(steps),
+                solver,
+                max_mb=max_upload_mb,
+                names=names,
+            )
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        except Exception as err:
+            log.exception("batch translation failed")
+            raise gr.Error(f"translation failed: {_first_line(err)}") from None
+        zip_path = None
+        if results:
+            zip_path = str(serving.zip_images(results, _output_path(workdir, "translated", ".zip")))
+        report = f"Translated {len(results)} of {len(paths)} files."
+        if failed:
+            report += "\n\nSkipped:\n" + "\n".join(f"- `{n}`: {reason}" for n, reason in failed)
+        return [(im, name) for name, im in results], zip_path, report
+
+    with gr.Blocks(title=f"translate: {a} ↔ {b}", analytics_enabled=False) as demo:
+        gr.Markdown(
+            f"# {a} ↔ {b}\n"
+            "Unpaired image-to-image translation by a flow in a VAE latent space: one learned "
+            f"velocity field carries {a} (t = 0) to {b} (t = 1), and back when integrated "
+            "backwards."
+        )
+        with gr.Accordion("Model", open=False):
+            gr.Markdown(serving.model_card(translator), elem_id="model-card")
+        with gr.Tab("Translate"):
+            with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
+                with gr.Column(min_width=300):
+                    source = gr.Image(
+                        label="Input",
+                        type="filepath",
+                        image_mode=None,
+                        sources=["upload", "clipboard", "webcam"],
+                        height=300,
+                        elem_id="input-image",
+                    )
+                    direction = gr.Radio(label_names, value=label_names[0], label="Direction")
+                    with gr.Row():
+                        steps = gr.Slider(1, serving.MAX_STEPS, value=8, step=1, label="Steps")
+                        method = gr.Dropdown(list(METHODS), value="euler", label="Solver")
+                    strength = gr.Slider(
+                        0.05,
+                        1.0,
+                        value=1.0,
+                        step=0.05,
+                        label="Strength",
+                        info="1 translates fully; less stops part of the way along the path",
+                    )
+                    run = gr.Button("Translate", variant="primary", elem_id="translate-button")
+                with gr.Column(min_width=300):
+                    output = gr.Image(
+                        label="Output",
+                        type="pil",
+                        format="png",
+                        height=300,
+                        elem_id="output-image",
+                    )
+                    strip = gr.Gallery(
+                        label="Path (frames along t)",
+                        format="png",
+                        columns=5,
+                        height="auto",
+                        object_fit="contain",
+                        elem_id="trajectory",
+                    )
+                    gif = gr.File(label="Path as an animated GIF", elem_id="trajectory-gif")
+            examples = _example_rows(translator, workdir, labels)
+            if examples:
+                gr.Examples(examples, inputs=[source, direction], label="Held-out examples")
+            run.click(
+                translate_one,
+                inputs=[source, direction, steps, method, strength],
+                outputs=[output, strip, gif],
+                api_name="translate",
+                preprocess=False,  # uploads are checked by translate.serving, with clear errors
+            )
+        with gr.Tab("Batch"):
+            with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
+                with gr.Column(min_width=300):
+                    files = gr.File(
+                        label="Images",
+                        file_count="multiple",
+                        file_types=["image"],
+                        elem_id="batch-files",
+                    )
+                    batch_direction = gr.Radio(label_names, value=label_names[0], label="Direction")
+                    with gr.Row():
+                        batch_steps = gr.Slider(
+                            1, serving.MAX_STEPS, value=8, step=1, label="Steps"
+                        )
+                        batch_method = gr.Dropdown(list(METHODS), value="euler", label="Solver")
+                    batch_run = gr.Button("Translate all", variant="primary")
+                with gr.Column(min_width=300):
+                    gallery = gr.Gallery(
+                        label="Translations", format="png", columns=4, height="auto"
+                    )
+                    archive = gr.File(label="All translations (zip)")
+                    report = gr.Markdown(label="Report")
+            batch_run.click(
+                translate_batch,
+                inputs=[files, batch_direction, batch_steps, batch_method],
+                outputs=[gallery, archive, report],
+                api_name="translate_batch",
+                preprocess=False,
+            )
+    return demo
+
+
+def _upload_path(payload: Any) -> str | None:
+    """The server-side file of an upload, as sent by the page or by gradio_client."""
+    if payload is None:
+        return None
+    if isinstance(payload, dict):
+        return payload.get("path")
+    return str(payload)
+
+
+def _upload_name(payload: Any) -> str:
+    if isinstance(payload, dict):
+        return payload.get("orig_name") or Path(payload.get("path") or "image").name
+    return Path(str(payload)).name
+
+
+def _example_rows(translator: Translator, workdir: Path, labels: dict[str, str]) -> list[list]:
+    """The checkpoint's held-out images as [file, direction label] rows, both directions."""
+    label_of = {direction: label for label, direction in labels.items()}
+    rows = []
+    for direction, images in translator.examples.items():
+        for i, image in enumerate(images[:4]):
+            path = workdir / "examples" / f"{direction}-{i:02d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+            rows.append([str(path), label_of[direction]])
+    return rows
+
+
+def _output_path(workdir: Path, stem: str, suffix: str) -> Path:
+    """A fresh file name in ``workdir/outputs``; older outputs are removed."""
+    folder = workdir / "outputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - KEEP_OUTPUTS_S
+    for old in folder.iterdir():
+        if old.stat().st_mtime < cutoff:
+            old.unlink(missing_ok=True)
+    return folder / f"{stem}-{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="translate-app", description="Serve a translate checkpoint as a web page."
+    )
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: local)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="make a public Gradio share link")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=serving.MAX_UPLOAD_MB, help="per file"
+    )
+    return parser.parse_args(argv)
+
+
+def launch(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
+    """Load the checkpoint once, then serve; raises ``TranslateError`` if it cannot load."""
+    translator = Translator.from_pretrained(args.checkpoint, device=args.device)
+    workdir = Path(tempfile.mkdtemp(prefix="translate-app-"))
+    demo = build_demo(translator, workdir, args.max_upload_mb)
+    # one request at a time on a CPU (torch already uses every core); two on a GPU
+    concurrency = 2 if translator.device.type == "cuda" else 1
+    demo.queue(default_concurrency_limit=concurrency, max_size=64)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        max_file_size=f"{args.max_upload_mb:g}mb",
+        prevent_thread_lock=not block,
+        allowed_paths=[str(workdir)],
+        ssr_mode=False,
+        theme=gr.themes.Soft(),
+        css=CSS,
+        quiet=not block,
+    )
+    return demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        launch(args)
+    except TranslateError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

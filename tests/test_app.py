@@ -1,0 +1,259 @@
+"""The web app, served for real on a free localhost port: gradio_client API calls and a real
+headless Chromium driven by Playwright (the system's Chromium; nothing is downloaded)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio")
+from gradio_client import Client, handle_file
+from translate_app.app import launch, parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+MAX_MB = 1  # a small upload limit, so the limit itself can be tested cheaply
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_vae):
+    from helpers import draw_shape, tiny_translator
+
+    rng = np.random.default_rng(0)
+    translator = tiny_translator(tiny_vae, "circles", "squares")
+    translator.examples = {
+        "a2b": [draw_shape("A", 16, rng) for _ in range(2)],
+        "b2a": [draw_shape("B", 16, rng) for _ in range(2)],
+    }
+    path = tmp_path_factory.mktemp("app") / "checkpoint"
+    translator.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
+    port = _free_port()
+    args = parse_args(
+        ["--checkpoint", str(checkpoint), "--port", str(port), "--max-upload-mb", str(MAX_MB)]
+    )
+    demo = launch(args, block=False)
+    yield demo, f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server[1], verbose=False)
+
+
+@pytest.fixture
+def rgba_image(tmp_path):
+    """A non-square RGBA image with a transparent border."""
+    image = Image.new("RGBA", (50, 30), (0, 0, 0, 0))
+    image.paste((200, 40, 40, 255), (10, 5, 40, 25))
+    path = tmp_path / "shape with space é.png"
+    image.save(path)
+    return path
+
+
+def _translate(client, path, direction="circles → squares", steps=2, solver="euler", strength=1.0):
+    return client.predict(
+        handle_file(str(path)), direction, steps, solver, strength, api_name="/translate"
+    )
+
+
+def test_binds_to_localhost_without_share_link_by_default(server):
+    args = parse_args(["--checkpoint", "x"])
+    assert (args.host, args.share) == ("127.0.0.1", False)
+    demo, _ = server
+    assert demo.server_name == "127.0.0.1" and demo.share_url is None
+
+
+@pytest.mark.parametrize("direction", ["circles → squares", "squares → circles", "b2a"])
+def test_translation_keeps_the_input_size_and_alpha(client, rgba_image, direction):
+    output, frames, gif = _translate(client, rgba_image, direction, steps=4)
+    with Image.open(output) as out:
+        assert out.size == (50, 30)
+        assert out.mode == "RGBA"  # the input's transparency is re-attached
+        assert out.getpixel((0, 0))[3] == 0 and out.getpixel((25, 15))[3] == 255
+    first = "t = 0.00" if direction.startswith("circles") else "t = 1.00"
+    assert frames[0]["caption"] == first
+    assert len(frames) == 5
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 5 and animation.size == (50, 30)
+
+
+def test_solvers_and_strength(client, rgba_image):
+    _, frames, _ = _translate(client, rgba_image, steps=2, solver="dopri5", strength=0.5)
+    assert [f["caption"] for f in frames] == ["t = 0.00", "t = 0.25", "t = 0.50"]
+    _, frames, _ = _translate(client, rgba_image, "squares → circles", 2, "midpoint", 0.5)
+    assert [f["caption"] for f in frames] == ["t = 1.00", "t = 0.75", "t = 0.50"]
+
+
+def _bad_uploads(folder: Path) -> dict[str, Path]:
+    folder.mkdir(exist_ok=True)
+    good = folder / "good.png"
+    Image.new("RGB", (40, 40), "blue").save(good)
+    data = good.read_bytes()
+    files = {
+        "text.png": b"this is not an image",
+        "empty.png": b"",
+        "truncated.png": data[: len(data) // 2],
+        "garbage.jpg": bytes(range(256)) * 8,
+        "html.png": b"<html><script>alert(1)</script></html>",
+    }
+    paths = {}
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+        paths[name] = folder / name
+    big = Image.frombytes("RGB", (700, 700), np.random.default_rng(0).bytes(700 * 700 * 3))
+    big.save(folder / "too-large.bmp")  # 1.4 MB, over the 1 MB limit
+    paths["too-large.bmp"] = folder / "too-large.bmp"
+    return paths
+
+
+def test_bad_uploads_get_a_short_error_and_the_server_keeps_serving(client, tmp_path):
+    for name, path in _bad_uploads(tmp_path).items():
+        with pytest.raises(Exception) as caught:  # gradio_client raises AppError or HTTP errors
+            _translate(client, path)
+        message = str(caught.value)
+        assert "Traceback" not in message, name
+        assert len(message.splitlines()) <= 2, (name, message)
+    for settings in ({"steps": 0}, {"strength": 0.0}, {"solver": "magic"}, {"direction": "up"}):
+        with pytest.raises(Exception, match="must"):
+            _translate(client, tmp_path / "good.png", **settings)
+    output, _, _ = _translate(client, tmp_path / "good.png")
+    assert Image.open(output).size == (40, 40)
+
+
+def test_error_messages_name_the_problem(client, tmp_path):
+    paths = _bad_uploads(tmp_path)
+    expected = {
+        "text.png": "not an image",
+        "empty.png": "empty",
+        "truncated.png": "truncated",
+    }
+    for name, words in expected.items():
+        with pytest.raises(Exception, match=words):
+            _translate(client, paths[name])
+
+
+def test_every_corpus_file_translates_or_fails_cleanly(client, tmp_path):
+    """The folder converter's corpus of good, bad and odd files, sent as uploads."""
+    from corpus import make_corpus
+
+    good, bad = make_corpus(tmp_path)
+    for rel, size in good.items():
+        path = tmp_path / rel
+        if path.stat().st_size > MAX_MB * 2**20:  # the upload limit refuses it
+            with pytest.raises(Exception, match="limit|too large|exceed"):
+                _translate(client, path)
+            continue
+        output, _, _ = _translate(client, path)
+        assert Image.open(output).size == size, rel
+    for rel in bad:
+        with pytest.raises(Exception) as caught:
+            _translate(client, tmp_path / rel)
+        assert "Traceback" not in str(caught.value), rel
+    output, _, _ = _translate(client, tmp_path / "square.png")
+    assert Image.open(output).size == (32, 32)
+
+
+def test_batch_gives_a_gallery_a_zip_and_a_report(client, rgba_image, tmp_path):
+    bad = _bad_uploads(tmp_path)
+    uploads = [rgba_image, tmp_path / "good.png", bad["text.png"]]
+    gallery, archive, report = client.predict(
+        [handle_file(str(p)) for p in uploads],
+        "squares → circles",
+        2,
+        "euler",
+        api_name="/translate_batch",
+    )
+    assert [item["caption"] for item in gallery] == [rgba_image.name, "good.png"]
+    with zipfile.ZipFile(archive) as z:
+        assert sorted(z.namelist()) == sorted([f"{rgba_image.stem}.png", "good.png"])
+    assert "Translated 2 of 3" in report and "text.png" in report and "not an image" in report
+
+
+def test_missing_checkpoint_refuses_to_start(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "app" / "app.py"), "--checkpoint", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: checkpoint not found: {tmp_path / 'nope'}"
+    ]
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if found := shutil.which(name):
+            return found
+    return None
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _chromium()
+    if executable is None:
+        if os.environ.get("TRANSLATE_REQUIRE_BROWSER"):
+            pytest.fail("no system Chromium found (apt-get install chromium)")
+        pytest.skip("no system Chromium (apt-get install chromium); .ci/run installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+VIEWPORTS = {"laptop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+@pytest.mark.parametrize("name", VIEWPORTS)
+def test_real_browser_upload_translate_screenshot(server, browser, rgba_image, name):
+    _, url = server
+    page = browser.new_page(viewport=VIEWPORTS[name])
+    page.goto(url)
+    page.get_by_text("circles ↔ squares").first.wait_for()
+    page.locator("#input-image input[type=file]").set_input_files(str(rgba_image))
+    page.locator("#input-image img").first.wait_for()
+    page.get_by_label("squares → circles").first.check()
+    page.locator("#translate-button").click()
+    output = page.locator("#output-image img").first
+    output.wait_for(timeout=60_000)
+    page.locator("#trajectory img").first.wait_for()
+    assert output.get_attribute("src")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"app-{name}.png"), full_page=True)
+    assert page.locator("text=Traceback").count() == 0
+    page.close()

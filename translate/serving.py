@@ -1,0 +1,205 @@
+"""What the web app does per request, free of any UI code: checked uploads in, images out.
+
+Uploads are read defensively (``images.read_image``): EXIF orientation, ICC to sRGB, alpha kept
+apart, Pillow's decompression-bomb limit. Outputs keep the input's size and aspect ratio by the
+same rule as the folder converter (``Translator(..., size="native")``), and get the input's alpha
+back. Every refusal is a ``ValueError`` with a short message meant for the user.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from translate.images import SourceImage, read_image, restore_alpha, with_alpha
+from translate.pipeline import DIRECTIONS, Translator
+from translate.solvers import METHODS
+
+MAX_UPLOAD_MB = 20  # per file; the web server enforces it too
+MAX_STEPS = 64
+OBJECTIVE_NAMES = {
+    "ot-cfm": "OT-CFM (exact minibatch optimal transport)",
+    "i-cfm": "I-CFM (independent coupling)",
+    "sb-cfm": "SB-CFM (entropic optimal transport, Schrödinger bridge)",
+}
+
+
+@dataclass(frozen=True)
+class Translation:
+    """One translated upload."""
+
+    image: Image.Image  # the input's width and height; RGBA when the input had alpha
+    frames: list[Image.Image]  # steps + 1 frames along the path, source first
+    times: list[float]  # the t of each frame (0 = domain A, 1 = domain B)
+    note: str = ""  # e.g. "animated (12 frames): converted the first frame"
+
+
+def direction_labels(translator: Translator) -> dict[str, str]:
+    """{"A → B" style label: direction}, named by the checkpoint's domains."""
+    a, b = translator.domains
+    return {f"{a} → {b}": "a2b", f"{b} → {a}": "b2a"}
+
+
+def open_upload(path: str | Path | None, max_mb: float = MAX_UPLOAD_MB) -> SourceImage:
+    """An uploaded file made ready for the model, or ``ValueError`` saying why not."""
+    if path is None:
+        raise ValueError("no image given: upload one first")
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise ValueError("the upload could not be read") from None
+    if size == 0:
+        raise ValueError("the upload is empty (0 bytes)")
+    if size > max_mb * 2**20:
+        raise ValueError(f"the upload is {size / 2**20:.1f} MB; the limit is {max_mb:g} MB")
+    return read_image(path)
+
+
+def check_settings(direction: str, steps: int, method: str, strength: float) -> None:
+    """``ValueError`` for settings a request may not use."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}")
+    if method not in METHODS:
+        raise ValueError(f"solver must be one of {METHODS}")
+    if not 1 <= int(steps) <= MAX_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
+    if not 0.0 < float(strength) <= 1.0:
+        raise ValueError("strength must be above 0 and at most 1")
+
+
+def translate_upload(
+    translator: Translator,
+    path: str | Path | None,
+    direction: str = "a2b",
+    steps: int = 8,
+    method: str = "euler",
+    strength: float = 1.0,
+    max_mb: float = MAX_UPLOAD_MB,
+) -> Translation:
+    """Translate one uploaded file at its own size, with the path's frames."""
+    check_settings(direction, steps, method, strength)
+    source = open_upload(path, max_mb)
+    (frames,) = translator(
+        [source.rgb],
+        direction,
+        int(steps),
+        method,
+        float(strength),
+        return_trajectory=True,
+        size="native",
+    )
+    start = 0.0 if direction == "a2b" else 1.0
+    end = strength if direction == "a2b" else 1.0 - strength
+    times = [start + (end - start) * i / (len(frames) - 1) for i in range(len(frames))]
+    image = with_alpha(frames[-1], restore_alpha(source.alpha, frames[-1]))
+    return Translation(image, frames, times, source.note)
+
+
+def translate_many(
+    translator: Translator,
+    paths: Sequence[str | Path],
+    direction: str = "a2b",
+    steps: int = 8,
+    method: str = "euler",
+    strength: float = 1.0,
+    batch_size: int = 16,
+    max_mb: float = MAX_UPLOAD_MB,
+    names: Sequence[str] | None = None,
+) -> tuple[list[tuple[str, Image.Image]], list[tuple[str, str]]]:
+    """Translate several uploads; bad files are skipped, never fatal.
+
+    ``names`` are what the user called the files (default: the paths' base names). Returns
+    ``([(name, image)], [(name, reason)])``: the outputs in input order, and the files that
+    could not be translated with the reason.
+    """
+    check_settings(direction, steps, method, strength)
+    names = list(names) if names is not None else [Path(p).name for p in paths]
+    good: list[tuple[str, SourceImage]] = []
+    failed: list[tuple[str, str]] = []
+    for name, path in zip(names, paths, strict=True):
+        try:
+            good.append((name, open_upload(path, max_mb)))
+        except ValueError as err:
+            failed.append((name, str(err)))
+    if not good:
+        return [], failed
+    outputs = translator(
+        [source.rgb for _, source in good],
+        direction,
+        int(steps),
+        method,
+        float(strength),
+        batch_size=batch_size,
+        size="native",
+    )
+    results = [
+        (name, with_alpha(out, restore_alpha(source.alpha, out)))
+        for (name, source), out in zip(good, outputs, strict=True)
+    ]
+    return results, failed
+
+
+def output_names(names: Sequence[str]) -> list[str]:
+    """PNG file names for outputs: each input's stem, made unique within the batch."""
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        stem = Path(name).stem or "image"
+        count = seen.get(stem, 0)
+        seen[stem] = count + 1
+        result.append(f"{stem}.png" if count == 0 else f"{stem}-{count}.png")
+    return result
+
+
+def zip_images(images: Sequence[tuple[str, Image.Image]], target: str | Path) -> Path:
+    """Write ``(name, image)`` pairs as PNGs into one zip file."""
+    target = Path(target)
+    names = output_names([name for name, _ in images])
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, (_, image) in zip(names, images, strict=True):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            archive.writestr(name, buffer.getvalue())
+    return target
+
+
+def trajectory_gif(frames: Sequence[Image.Image], target: str | Path, ms: int = 120) -> Path:
+    """An animated GIF of the path, pausing on the last frame, looping forever."""
+    target = Path(target)
+    frames = [frame.convert("RGB") for frame in frames]
+    durations = [ms] * (len(frames) - 1) + [ms * 8]
+    frames[0].save(
+        target, save_all=True, append_images=frames[1:], duration=durations, loop=0, disposal=2
+    )
+    return target
+
+
+def model_card(translator: Translator) -> str:
+    """A short Markdown description of the loaded checkpoint."""
+    info = translator.info
+    config = info.config
+    vae = info.vae.get("pretrained") or "the project's own, trained on both domains (stage 1)"
+    objective = OBJECTIVE_NAMES.get(info.objective, info.objective)
+    if info.sigma:
+        objective += f", σ = {info.sigma:g}"
+    rows = [
+        ("Domains", f"A: {info.domain_a} · B: {info.domain_b}"),
+        ("Resolution", f"{info.resolution} px"),
+        ("Training steps", f"{info.step:,}"),
+        ("Objective", objective),
+        ("VAE", vae),
+    ]
+    model = config.get("model", {})
+    if model.get("block_out_channels"):
+        rows.append(("UNet", f"channels {model['block_out_channels']}"))
+    data = config.get("data", {})
+    if data.get("source"):
+        rows.append(("Data", str(data["source"])))
+    lines = ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)]
+    return "\n".join(lines)
