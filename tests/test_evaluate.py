@@ -1,0 +1,134 @@
+import json
+
+import pytest
+import torch
+
+from translate import metrics
+from translate.cli import eval_main
+from translate.latents import LatentCodec
+
+
+@pytest.fixture(scope="module")
+def features(tiny_vae):
+    return metrics.LatentFeatures(LatentCodec.from_pretrained(tiny_vae), 16)
+
+
+def _images(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 16, 16, generator=g) * 2 - 1
+
+
+def test_fd_of_a_set_against_itself_is_zero(features):
+    x, y = _images(30, 0), _images(30, 1) * 0.3
+    same = metrics.realism(x, x, features)
+    assert same["fd"] == pytest.approx(0.0, abs=1e-4)
+    assert abs(same["kid"]) < 1e-3
+    assert metrics.realism(x, y, features)["fd"] > 10 * max(same["fd"], 1e-6)
+
+
+def test_pixel_metrics_on_known_inputs():
+    x = _images(4, 0)
+    assert torch.allclose(metrics.ssim(x, x), torch.ones(4))
+    assert torch.all(metrics.l2(x, x) == 0) and torch.all(metrics.l1(x, x) == 0)
+    black, white = -torch.ones(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
+    assert metrics.psnr(black, white).item() == pytest.approx(0.0)  # MSE 1 on [0, 1]
+    assert metrics.l1(black, white).item() == 1.0
+
+
+def test_retrieval_is_perfect_when_translations_are_the_truth():
+    gallery = torch.randn(20, 8)
+    truth = torch.randperm(20)[:10]
+    assert metrics.retrieval(gallery[truth], gallery, truth) == {"top1": 1.0, "top5": 1.0}
+    shuffled = metrics.retrieval(gallery[truth.roll(1)], gallery, truth)
+    assert shuffled["top1"] == 0.0
+
+
+def test_straightness_is_zero_for_a_straight_path_only():
+    from translate.solvers import integrate
+
+    x = torch.randn(3, 2)
+    for field, straight in ((lambda x, t: torch.ones_like(x), True), (lambda x, t: -x, False)):
+        sol = integrate(field, x, 0.0, 1.0, 8, "euler", return_trajectory=True)
+        value = metrics.straightness(field, sol.trajectory, sol.times)
+        assert (value < 1e-10) == straight
+
+
+def test_classifier_separates_and_round_trips(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(50, 6, generator=g) - 2
+    b = torch.randn(50, 6, generator=g) + 2
+    clf = metrics.DomainClassifier.fit(a, b)
+    assert clf.accuracy(a, b) > 0.95
+    clf.save(str(tmp_path / "c.safetensors"), "key1")
+    assert metrics.DomainClassifier.load(str(tmp_path / "c.safetensors"), "other") is None
+    loaded = metrics.DomainClassifier.load(str(tmp_path / "c.safetensors"), "key1")
+    assert torch.equal(loaded.prob_b(a), clf.prob_b(a))
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory, tiny_vae):
+    from helpers import make_folders, tiny_translator
+
+    root = tmp_path_factory.mktemp("eval")
+    data = make_folders(root / "data", n_train=10, n_test=6)
+    (root / "data.yaml").write_text(f"data:\n  source: folders\n  root: {data}\n  resolution: 16\n")
+    paths = []
+    for name, scale in (("run-a", 1.0), ("run-b", 0.5)):
+        tr = tiny_translator(tiny_vae, "circles", "squares")
+        with torch.no_grad():
+            for p in tr.unet.parameters():
+                p.mul_(scale)
+        tr.save_pretrained(root / name / "checkpoint-final")
+        paths.append(root / name / "checkpoint-final")
+    return root, paths
+
+
+def test_full_command_writes_every_file_and_one_table(two_checkpoints, capsys):
+    root, (first, second) = two_checkpoints
+    out = root / "report"
+    argv = [str(first), "--compare", str(second), "--data-config", str(root / "data.yaml")]
+    argv += ["--steps", "1,2", "--method", "euler", "rk4", "--out", str(out)]
+    assert eval_main(argv) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"metrics.json", "report.md", "classifier.safetensors"} <= names
+    assert {"plot-a2b.png", "plot-b2a.png"} <= names
+    assert "grid-run-a-a2b-euler.png" in names and "grid-run-b-b2a-rk4.png" in names
+
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["realism"] == "latent-FD/latent-KID" and result["labels"] == ["run-a", "run-b"]
+    rows = result["rows"]
+    # per direction: 2 baselines + 2 checkpoints x 2 solvers x 2 step counts
+    assert len(rows) == 2 * (2 + 2 * 2 * 2)
+    identity = next(r for r in rows if r["model"] == "identity")
+    assert identity["scores"]["ssim"] == pytest.approx(1.0)
+    assert identity["scores"]["l2"] == 0.0
+    rk4 = next(r for r in rows if r["method"] == "rk4" and r["steps"] == 2)
+    assert rk4["nfe"] == 8  # 4 evaluations per rk4 step
+    for r in rows:
+        assert {"fd", "kid", "ssim", "success", "gt_ssim", "top1", "top5"} <= set(r["scores"])
+
+    report = (out / "report.md").read_text()
+    assert report.count("## ") == 2  # one table per direction, every model in it
+    assert "run-a" in report and "run-b" in report and "latent-FD" in report
+    assert "not FID" in report
+    assert "wrote" in capsys.readouterr().out
+
+    # the same command gives the same numbers (fixed seeds; the classifier comes from the cache)
+    before = (out / "classifier.safetensors").stat().st_mtime_ns
+    assert eval_main(argv) == 0
+    again = json.loads((out / "metrics.json").read_text())["rows"]
+    assert (out / "classifier.safetensors").stat().st_mtime_ns == before
+    strip = ("images_per_s",)
+    assert [{k: v for k, v in r["scores"].items() if k not in strip} for r in again] == [
+        {k: v for k, v in r["scores"].items() if k not in strip} for r in rows
+    ]
+
+
+def test_bad_arguments_are_one_line_errors(two_checkpoints, tmp_path, capsys):
+    _, (first, _) = two_checkpoints
+    assert eval_main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert eval_main([str(first), "--steps", "1,x", "--out", str(tmp_path / "o")]) == 2
+    assert "--steps" in capsys.readouterr().err
+    assert eval_main([str(first), "--out", str(tmp_path / "o")]) == 2  # no stored data config
+    assert "--data-config" in capsys.readouterr().err

@@ -1,0 +1,275 @@
+"""``translate-eval``: score checkpoints on a split, with baselines, into one table.
+
+For each direction, solver and step count it measures realism against the real target images
+(FID/KID on Inception features when the weights are given, else latent-FD/latent-KID),
+faithfulness to the source (SSIM, PSNR, L2), domain success (a latent logistic-regression
+classifier), paired ground truth when test files share names (SSIM, PSNR, L1, retrieval
+top-1/top-5), path straightness, NFE and images/s. Baselines: the identity and the nearest
+target training image. Files are written by ``translate.report``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from translate import metrics
+from translate.config import DataConfig, config_from_dict
+from translate.data import open_source
+from translate.errors import TranslateError
+from translate.images import load_rgb, resize_center_crop, to_tensor
+from translate.pipeline import DIRECTIONS, Translator
+from translate.solvers import METHODS
+
+TRAIN_CAP = 4000  # training images per domain for the classifier and the NN baseline
+
+
+@dataclass
+class EvalOptions:
+    """What to evaluate and where to write it."""
+
+    out: Path = Path("eval/default")
+    split: str = "test"
+    directions: tuple[str, ...] = DIRECTIONS
+    steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    methods: tuple[str, ...] = ("euler",)
+    limit: int | None = None  # source images per direction (evenly spaced); None: all
+    inception_weights: str | None = None  # a local Inception-v3 weights file: real FID/KID
+    batch_size: int = 64
+    seed: int = 0
+    grid_rows: int = 8
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for d in self.directions:
+            if d not in DIRECTIONS:
+                raise TranslateError(f"unknown direction '{d}'; choose from {DIRECTIONS}")
+        for m in self.methods:
+            if m not in METHODS:
+                raise TranslateError(f"unknown method '{m}'; choose from {METHODS}")
+        if not self.steps or min(self.steps) < 1:
+            raise TranslateError("steps must be positive integers, e.g. 1,2,4,8")
+
+
+@dataclass
+class ImageSet:
+    """One domain's images of one split, at the model resolution."""
+
+    names: list[str]  # file names (used to find paired ground truth)
+    pixels: torch.Tensor  # (n, 3, R, R) in [-1, 1]
+
+
+@dataclass
+class Row:
+    """One line of the table: a model (or baseline) x direction x solver x steps."""
+
+    model: str
+    direction: str
+    method: str = ""
+    steps: int = 0
+    nfe: float = 0.0
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What an evaluation produced, before it is written out."""
+
+    rows: list[Row]
+    meta: dict
+    grids: dict[str, list[list]]  # "model/direction" -> rows of PIL images (source .. truth)
+    grid_columns: dict[str, list[str]]
+
+
+def load_images(files: Sequence[Path], resolution: int, crop: int | None) -> ImageSet:
+    """Read and resize files (unreadable ones are skipped)."""
+    names, images = [], []
+    for f in files:
+        try:
+            images.append(resize_center_crop(load_rgb(f), resolution, crop))
+        except (OSError, ValueError):
+            continue
+        names.append(f.name)
+    if not images:
+        raise TranslateError("no readable images to evaluate")
+    return ImageSet(names, to_tensor(images))
+
+
+def _evenly(files: list[Path], limit: int | None) -> list[Path]:
+    if limit is None or limit >= len(files):
+        return files
+    index = torch.linspace(0, len(files) - 1, limit).round().long().unique().tolist()
+    return [files[i] for i in index]
+
+
+def label_of(path: Path) -> str:
+    """A short model name: the run folder for ``runs/X/checkpoint-*``, else the folder name."""
+    path = Path(path)
+    return path.parent.name if path.name.startswith("checkpoint") else path.name
+
+
+def evaluate(
+    checkpoints: Sequence[Path],
+    opts: EvalOptions,
+    data: DataConfig | None = None,
+) -> Outcome:
+    """Evaluate ``checkpoints`` (the first sets data, resolution and feature space)."""
+    torch.manual_seed(opts.seed)
+    translators = [Translator.from_pretrained(c, device=opts.device) for c in checkpoints]
+    main = translators[0]
+    for path, tr in zip(checkpoints, translators, strict=True):
+        if tr.resolution != main.resolution:
+            raise TranslateError(
+                f"{path} works at {tr.resolution} px, {checkpoints[0]} at {main.resolution} px; "
+                "compare checkpoints of one resolution"
+            )
+    if data is None:
+        data = config_from_dict(main.info.config).data if main.info.config else None
+        if data is None:
+            raise TranslateError("the checkpoint stores no data config; pass --data-config")
+    source = open_source(data)
+    res, crop = main.resolution, source.crop
+    test_a, test_b = (
+        load_images(_evenly(files, opts.limit), res, crop) for files in source.split(opts.split)
+    )
+    train_a, train_b = (
+        load_images(_evenly(files, TRAIN_CAP), res, crop) for files in source.split("train")
+    )
+    features = metrics.LatentFeatures(main.codec, res, opts.batch_size)
+
+    def feats(pixels: torch.Tensor) -> torch.Tensor:  # (n, 3, R, R) in [-1, 1] -> (n, d)
+        return features((pixels + 1) / 2)
+
+    classifier, accuracy = _classifier(opts, main, feats, train_a, train_b, test_a, test_b)
+    labels = [label_of(c) for c in checkpoints]
+    rows: list[Row] = []
+    grids: dict[str, list[list]] = {}
+    columns: dict[str, list[str]] = {}
+    for direction in opts.directions:
+        src, tgt = (test_a, test_b) if direction == "a2b" else (test_b, test_a)
+        tgt_train = train_b if direction == "a2b" else train_a
+        scorer = _Scorer(opts, src, tgt, features, classifier, direction)
+        rows.append(Row("identity", direction, scores=scorer(src.pixels)))
+        nearest = torch.cdist(feats(src.pixels), feats(tgt_train.pixels)).argmin(dim=1)
+        rows.append(Row("nearest neighbour", direction, scores=scorer(tgt_train.pixels[nearest])))
+        examples = scorer.example_index(opts.grid_rows)
+        for label, tr in zip(labels, translators, strict=True):
+            for method in opts.methods:
+                grid_cols = [src.pixels[examples]]
+                for steps in tqdm(opts.steps, desc=f"{label} {direction} {method}", unit="NFE"):
+                    out, nfe, seconds, straight = _translate(
+                        tr, src.pixels, direction, method, steps, opts
+                    )
+                    scores = scorer(out)
+                    scores.update(straightness=straight, images_per_s=len(out) / seconds)
+                    rows.append(Row(label, direction, method, steps, nfe, scores))
+                    grid_cols.append(out[examples])
+                if scorer.truth is not None:
+                    grid_cols.append(tgt.pixels[scorer.truth[examples]])
+                key = f"{label}/{direction}/{method}"
+                grids[key] = grid_cols
+                columns[key] = (
+                    ["source"]
+                    + [f"{s} steps" for s in opts.steps]
+                    + (["truth"] if scorer.truth is not None else [])
+                )
+    meta = {
+        "checkpoints": [str(c) for c in checkpoints],
+        "labels": labels,
+        "domains": list(main.domains),
+        "resolution": res,
+        "split": opts.split,
+        "images": {"a": len(test_a.names), "b": len(test_b.names)},
+        "realism": "FID/KID (Inception-v3)" if opts.inception_weights else "latent-FD/latent-KID",
+        "classifier_accuracy": accuracy,
+        "seed": opts.seed,
+    }
+    return Outcome(rows, meta, grids, columns)
+
+
+class _Scorer:
+    """Scores translations of one direction's sources against that direction's targets."""
+
+    def __init__(self, opts, src: ImageSet, tgt: ImageSet, features, classifier, direction):
+        self.opts, self.src, self.tgt, self.features = opts, src, tgt, features
+        self.classifier, self.direction = classifier, direction
+        by_name = {n: i for i, n in enumerate(tgt.names)}
+        pairs = [by_name.get(n, -1) for n in src.names]
+        self.paired = torch.tensor([p >= 0 for p in pairs])
+        self.truth = torch.tensor(pairs) if self.paired.any() else None
+        self.target_feats = self.feats(tgt.pixels)
+
+    def feats(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.features((pixels + 1) / 2)
+
+    def example_index(self, count: int) -> torch.Tensor:
+        pool = torch.nonzero(self.paired).flatten() if self.truth is not None else None
+        pool = pool if pool is not None and len(pool) else torch.arange(len(self.src.names))
+        pick = torch.linspace(0, len(pool) - 1, min(count, len(pool))).round().long().unique()
+        return pool[pick]
+
+    def __call__(self, out: torch.Tensor) -> dict[str, float]:
+        out = out.float().clamp(-1, 1)
+        out_feats = self.feats(out)
+        scores = metrics.realism(
+            self.tgt.pixels,
+            out,
+            features=self.features,
+            inception_weights=self.opts.inception_weights,
+            seed=self.opts.seed,
+        )
+        scores.update(
+            ssim=metrics.ssim(out, self.src.pixels).mean().item(),
+            psnr=metrics.psnr(out, self.src.pixels).mean().item(),
+            l2=metrics.l2(out, self.src.pixels).mean().item(),
+        )
+        prob_b = self.classifier.prob_b(out_feats)
+        success = prob_b >= 0.5 if self.direction == "a2b" else prob_b < 0.5
+        scores["success"] = success.float().mean().item()
+        if self.truth is not None:
+            keep = self.paired
+            truth = self.truth[keep]
+            gt = self.tgt.pixels[truth]
+            scores.update(
+                gt_ssim=metrics.ssim(out[keep], gt).mean().item(),
+                gt_psnr=metrics.psnr(out[keep], gt).mean().item(),
+                gt_l1=metrics.l1(out[keep], gt).mean().item(),
+                **metrics.retrieval(out_feats[keep], self.target_feats, truth),
+            )
+        return scores
+
+
+def _translate(tr: Translator, pixels, direction, method, steps, opts):
+    """Pixels (n, 3, R, R) in batches -> (images, NFE per image, seconds, straightness)."""
+    outs, nfes, straight, seconds = [], [], [], 0.0
+    for chunk in pixels.split(opts.batch_size):
+        start = time.perf_counter()
+        latents = tr.codec.encode(chunk.to(tr.device))
+        solution = tr.translate_latents(latents, direction, steps, method, return_trajectory=True)
+        out = tr.codec.decode(solution.x).cpu()
+        seconds += time.perf_counter() - start
+        outs.append(out)
+        nfes.append(solution.nfe)
+        straight.append(metrics.straightness(tr.field, solution.trajectory, solution.times))
+    return torch.cat(outs), sum(nfes) / len(nfes), seconds, sum(straight) / len(straight)
+
+
+def _classifier(opts, main, feats, train_a, train_b, test_a, test_b):
+    """The domain classifier, cached in ``opts.out`` under a key of VAE and training files."""
+    key = hashlib.sha256(
+        json.dumps([main.codec.identity(), main.resolution, train_a.names, train_b.names]).encode()
+    ).hexdigest()[:16]
+    path = Path(opts.out) / "classifier.safetensors"
+    classifier = metrics.DomainClassifier.load(str(path), key)
+    if classifier is None:
+        classifier = metrics.DomainClassifier.fit(feats(train_a.pixels), feats(train_b.pixels))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        classifier.save(str(path), key)
+    return classifier, classifier.accuracy(feats(test_a.pixels), feats(test_b.pixels))

@@ -1,0 +1,211 @@
+"""Image-translation metrics on tensors: realism, faithfulness, retrieval, path straightness,
+and a small latent domain classifier.
+
+Images are ``(batch, 3, H, W)`` floats in ``[-1, 1]`` (the codec's range) unless a docstring
+says otherwise. Realism uses torchmetrics' FID and KID, either on Inception features (when the
+weights are at hand) or on VAE latents; the latter are reported as latent-FD / latent-KID,
+never as FID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from translate.latents import LatentCodec
+
+LATENT_POOL = 8  # latent features are average-pooled to at most 8 x 8 positions
+
+
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1], clamped."""
+    return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM of two image batches (batch, 3, H, W) in [-1, 1] -> (batch,)."""
+    return structural_similarity_index_measure(_unit(x), _unit(y), data_range=1.0, reduction="none")
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB on [0, 1] pixels of two batches (batch, 3, H, W) -> (batch,)."""
+    return peak_signal_noise_ratio(
+        _unit(x), _unit(y), data_range=1.0, reduction="none", dim=(1, 2, 3)
+    )
+
+
+def l2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image mean squared error on [0, 1] pixels (batch, 3, H, W) -> (batch,)."""
+    return (_unit(x) - _unit(y)).pow(2).flatten(1).mean(1)
+
+
+def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image mean absolute error on [0, 1] pixels (batch, 3, H, W) -> (batch,)."""
+    return (_unit(x) - _unit(y)).abs().flatten(1).mean(1)
+
+
+class LatentFeatures(nn.Module):
+    """Images in [0, 1] (batch, 3, H, W) -> pooled VAE latents (batch, C * p * p), p <= 8.
+
+    The feature space for latent-FD, latent-KID and the domain classifier.
+    """
+
+    def __init__(self, codec: LatentCodec, resolution: int, batch_size: int = 64) -> None:
+        super().__init__()
+        self.codec, self.batch_size = codec, batch_size
+        side = resolution // codec.downsample_factor
+        self.pool = min(side, LATENT_POOL)
+        self.num_features = codec.latent_channels * self.pool * self.pool
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = []
+        for chunk in images.split(self.batch_size):
+            latents = self.codec.encode(chunk.float() * 2 - 1)
+            feats.append(F.adaptive_avg_pool2d(latents.float(), self.pool).flatten(1).cpu())
+        return torch.cat(feats)
+
+
+class InceptionFeatures(nn.Module):
+    """Images in [0, 1] (batch, 3, H, W) -> Inception-v3 pool features (batch, 2048).
+
+    torch-fidelity's FID network, with weights from a local file (nothing is downloaded).
+    """
+
+    num_features = 2048
+
+    def __init__(self, weights_path: str, batch_size: int = 64) -> None:
+        super().__init__()
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        self.batch_size = batch_size
+        self.net = NoTrainInceptionV3(
+            name="inception-v3-compat",
+            features_list=[str(self.num_features)],
+            feature_extractor_weights_path=str(weights_path),
+        )
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        chunks = images.split(self.batch_size)
+        return torch.cat([self.net((c.clamp(0, 1) * 255).byte()).float() for c in chunks])
+
+
+def realism(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    features: nn.Module | None,
+    inception_weights: str | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Fréchet distance and KID between two image sets (n, 3, H, W) in [-1, 1].
+
+    With ``inception_weights`` these are FID and KID on Inception-v3 features (torch-fidelity's
+    network, weights from that file); otherwise on ``features`` (e.g. ``LatentFeatures``).
+    KID uses up to 10 random subsets of up to 100 images, seeded.
+    """
+    n = min(len(real), len(fake))
+    if n < 2:
+        raise ValueError("realism needs at least two images in each set")
+    if inception_weights:
+        features = InceptionFeatures(inception_weights)
+    if features is None:
+        raise ValueError("realism needs a feature extractor or Inception weights")
+    fid_metric = FrechetInceptionDistance(feature=features, normalize=True)
+    kid_metric = KernelInceptionDistance(
+        feature=features, subsets=10, subset_size=min(100, n), normalize=True
+    )
+    for metric in (fid_metric, kid_metric):
+        metric.update(_unit(real), real=True)
+        metric.update(_unit(fake), real=False)
+    fd = float(fid_metric.compute())
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        kid_mean, kid_std = kid_metric.compute()
+    return {"fd": max(fd, 0.0), "kid": float(kid_mean), "kid_std": float(kid_std)}
+
+
+def retrieval(
+    queries: torch.Tensor, gallery: torch.Tensor, truth: torch.Tensor, ks: tuple[int, ...] = (1, 5)
+) -> dict[str, float]:
+    """Share of queries whose true match is among the k nearest gallery items (L2).
+
+    ``queries`` (n, d), ``gallery`` (m, d), ``truth`` (n,) gallery indices.
+    """
+    distances = torch.cdist(queries.float(), gallery.float())  # (n, m)
+    order = distances.argsort(dim=1)
+    hits = order == truth[:, None]
+    return {f"top{k}": float(hits[:, :k].any(dim=1).float().mean()) for k in ks}
+
+
+def straightness(
+    field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    trajectory: torch.Tensor,
+    times: torch.Tensor,
+) -> float:
+    """Mean squared deviation of the velocity from the chord along a solved path.
+
+    ``trajectory`` (T, batch, ...) at ``times`` (T,). The chord is the constant velocity
+    (x(t_end) - x(t_start)) / (t_end - t_start); a straight path scores 0. The field is
+    evaluated at every frame but the last; the result is averaged over frames and elements.
+    """
+    chord = (trajectory[-1] - trajectory[0]) / (times[-1] - times[0])
+    deviations = []
+    with torch.no_grad():
+        for x, t in zip(trajectory[:-1], times[:-1], strict=True):
+            v = field(x, t.expand(x.shape[0]))
+            deviations.append((v - chord).pow(2).mean().item())
+    return float(np.mean(deviations))
+
+
+class DomainClassifier:
+    """Logistic regression on ``LatentFeatures``: P(domain B | image)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        self.weight, self.bias = weight.float(), bias.float()  # (d,), ()
+
+    @classmethod
+    def fit(cls, features_a: torch.Tensor, features_b: torch.Tensor) -> DomainClassifier:
+        """Train on features (n_a, d) of domain A and (n_b, d) of domain B."""
+        from sklearn.linear_model import LogisticRegression
+
+        x = torch.cat([features_a, features_b]).double().numpy()
+        y = np.r_[np.zeros(len(features_a)), np.ones(len(features_b))]
+        model = LogisticRegression(C=1.0, max_iter=2000).fit(x, y)
+        return cls(torch.from_numpy(model.coef_[0]), torch.tensor(model.intercept_[0]))
+
+    def prob_b(self, features: torch.Tensor) -> torch.Tensor:
+        """(n, d) -> (n,) probabilities of domain B."""
+        return torch.sigmoid(features.float() @ self.weight + self.bias)
+
+    def accuracy(self, features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+        correct = (self.prob_b(features_a) < 0.5).sum() + (self.prob_b(features_b) >= 0.5).sum()
+        return float(correct) / (len(features_a) + len(features_b))
+
+    def save(self, path: str, key: str) -> None:
+        save_file({"weight": self.weight, "bias": self.bias.reshape(1)}, path, {"key": key})
+
+    @classmethod
+    def load(cls, path: str, key: str) -> DomainClassifier | None:
+        """The saved classifier if it was trained for ``key``, else None."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, "pt") as f:
+                if (f.metadata() or {}).get("key") != key:
+                    return None
+            tensors = load_file(path)
+        except (OSError, ValueError, RuntimeError):
+            return None
+        return cls(tensors["weight"], tensors["bias"][0])

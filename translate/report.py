@@ -1,0 +1,160 @@
+"""Write an evaluation's files: ``metrics.json``, ``report.md``, plots and example grids."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+from translate.evaluate import Outcome, Row
+from translate.images import grid, to_pil
+
+# (key, column title, format, higher is better?)
+COLUMNS = [
+    ("fd", "{realism}-FD ↓", "{:.3f}", False),
+    ("kid", "KID ↓", "{:.4f}", False),
+    ("ssim", "SSIM src ↑", "{:.3f}", True),
+    ("psnr", "PSNR src", "{:.2f}", True),
+    ("l2", "L2 src", "{:.4f}", False),
+    ("success", "success ↑", "{:.1%}", True),
+    ("gt_ssim", "GT SSIM ↑", "{:.3f}", True),
+    ("gt_psnr", "GT PSNR ↑", "{:.2f}", True),
+    ("gt_l1", "GT L1 ↓", "{:.4f}", False),
+    ("top1", "top-1 ↑", "{:.1%}", True),
+    ("top5", "top-5 ↑", "{:.1%}", True),
+    ("straightness", "straightness ↓", "{:.4f}", False),
+    ("images_per_s", "img/s", "{:.1f}", True),
+]
+PLOTS = [("fd", "realism: {realism}-FD ↓"), ("ssim", "faithfulness: SSIM to source ↑"),
+         ("success", "domain success ↑"), ("top1", "paired retrieval top-1 ↑")]  # fmt: skip
+
+
+def write_report(outcome: Outcome, out: Path, command: str = "") -> dict[str, Path]:
+    """Write every file of an evaluation into ``out``; returns {kind: path}."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "metrics": _write_json(outcome, out / "metrics.json", command),
+        "report": out / "report.md",
+    }
+    for direction in dict.fromkeys(r.direction for r in outcome.rows):
+        files[f"plot-{direction}"] = _plot(outcome, direction, out / f"plot-{direction}.png")
+    for key, columns in outcome.grids.items():
+        name = "grid-" + key.replace("/", "-").replace(" ", "_") + ".png"
+        files[f"grid:{key}"] = _grid(columns, out / name)
+    (out / "report.md").write_text(_markdown(outcome, files, command))
+    return files
+
+
+def _write_json(outcome: Outcome, path: Path, command: str) -> Path:
+    payload = {"command": command, **outcome.meta, "rows": [asdict(r) for r in outcome.rows]}
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def _realism(outcome: Outcome) -> str:
+    return "latent" if outcome.meta["realism"].startswith("latent") else "Inception"
+
+
+def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
+    meta = outcome.meta
+    realism = _realism(outcome)
+    a, b = meta["domains"]
+    lines = [
+        f"# Evaluation: {a} ↔ {b}",
+        "",
+        f"- checkpoints: {', '.join(f'`{c}`' for c in meta['checkpoints'])}",
+        f"- split `{meta['split']}`: {meta['images']['a']} {a} and {meta['images']['b']} {b} "
+        f"images at {meta['resolution']} px",
+        f"- realism: {meta['realism']}"
+        + (
+            " on the first checkpoint's VAE latents (pooled), **not FID**"
+            if realism == "latent"
+            else ""
+        ),
+        f"- domain classifier (logistic regression on latents), held-out accuracy: "
+        f"{meta['classifier_accuracy']:.1%}",
+        "- `src` columns compare the translation with its source (faithfulness); `GT` columns "
+        "with the true counterpart (same file name in the other domain); top-k: the counterpart "
+        "is among the k nearest real targets to the translation (latent distance)",
+    ]
+    if command:
+        lines += ["", "```", command, "```"]
+    for direction in dict.fromkeys(r.direction for r in outcome.rows):
+        rows = [r for r in outcome.rows if r.direction == direction]
+        keys = [c for c in COLUMNS if any(c[0] in r.scores for r in rows)]
+        title = f"{a} → {b}" if direction == "a2b" else f"{b} → {a}"
+        lines += ["", f"## {title} (`{direction}`)", ""]
+        header = ["model", "solver", "steps", "NFE"] + [
+            t.format(realism=realism) for _, t, _, _ in keys
+        ]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in rows:
+            cells = [r.model, r.method or "–", str(r.steps or "–"), _nfe(r)]
+            cells += [_cell(r.scores.get(k), fmt) for k, _, fmt, _ in keys]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"![metrics against NFE](plot-{direction}.png)"]
+        for key in outcome.grids:
+            if f"/{direction}/" in key:
+                name = files[f"grid:{key}"].name
+                lines += [
+                    "",
+                    f"`{key}`: {' | '.join(outcome.grid_columns[key])}",
+                    "",
+                    f"![{key}]({name})",
+                ]
+    return "\n".join(lines) + "\n"
+
+
+def _nfe(r: Row) -> str:
+    if not r.method:
+        return "–"
+    return str(int(r.nfe)) if float(r.nfe).is_integer() else f"{r.nfe:.1f}"
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return fmt.format(value)
+
+
+def _plot(outcome: Outcome, direction: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    realism = _realism(outcome)
+    rows = [r for r in outcome.rows if r.direction == direction]
+    plots = [(k, t) for k, t in PLOTS if any(k in r.scores for r in rows)]
+    fig, axes = plt.subplots(1, len(plots), figsize=(4.2 * len(plots), 3.4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], plots, strict=True):
+        for model, method in dict.fromkeys((r.model, r.method) for r in rows if r.method):
+            line = [r for r in rows if (r.model, r.method) == (model, method)]
+            ax.plot(
+                [r.nfe for r in line],
+                [r.scores[key] for r in line],
+                "o-",
+                label=f"{model} ({method})",
+            )
+        for r, style in zip((r for r in rows if not r.method), ("k--", "k:"), strict=False):
+            ax.axhline(r.scores[key], color="gray", linestyle=style[1:], label=r.model)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("NFE")
+        ax.set_title(title.format(realism=realism), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(direction)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _grid(columns: list, path: Path) -> Path:
+    """Columns of image batches (n, 3, R, R) -> one PNG with a row per example."""
+    as_images = [to_pil(c.float().clamp(-1, 1)) for c in columns]
+    rows = [list(row) for row in zip(*as_images, strict=True)]
+    grid(rows).save(path)
+    return path
