@@ -87,6 +87,20 @@ def test_kill_resume_finish_translate(workspace, folders):
             assert out.size == (16, 16)
 
 
+def test_overlapped_coupling_trains_exactly_like_the_serial_loop(workspace):
+    tmp, _, config = workspace
+    weights = []
+    for overlap in ("false", "true"):
+        out = tmp / f"run-{overlap}"
+        train_module.main(
+            config(f"train.overlap_coupling={overlap}", f"train.output_dir={out}", "train.steps=4")
+        )
+        weights.append(
+            (out / runs.FINAL / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+        )
+    assert weights[0] == weights[1]
+
+
 def test_kill_during_save_resumes_from_previous_state(workspace, monkeypatch):
     tmp, _, config = workspace
     cfg = config("train.steps=6", "train.checkpoint_every=3", "train.sample_every=100")

@@ -123,6 +123,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # states and exports kept (checkpoint-final is always kept)
     log_with: str = "tensorboard"  # accelerate tracker: tensorboard, wandb, ... or "none"
     cpu_threads: int | None = None  # CPU only: threads per process; null shares all cores
+    overlap_coupling: bool = True  # pair the next batch in a background thread (same results)
     # among the local processes (accelerate launch would otherwise leave one thread each)
     resume: str | None = None  # a state folder to resume from; default: latest in output_dir
 

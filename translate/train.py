@@ -29,12 +29,13 @@ from tqdm.auto import tqdm
 
 from translate import runs
 from translate.config import Config, config_from_dict, to_dict, to_yaml
-from translate.coupling import Coupler, GlobalCoupler, build_coupler
+from translate.coupling import Coupler, GlobalCoupler, Pairing, build_coupler
 from translate.errors import TranslateError
 from translate.flow import ProbabilityPath, build_path, cfm_loss
 from translate.images import grid, load_rgb, resize_center_crop
 from translate.model import build_unet, velocity
 from translate.pipeline import Translator, TranslatorInfo, replace_dir
+from translate.prefetch import PairStream
 from translate.stages import PreparedData, prepare_data
 
 
@@ -78,13 +79,15 @@ class LatentSampler:
         return self.latents[index.to(self.latents.device)]
 
 
-def flow_step_loss(unet, x0, x1, coupler, path: ProbabilityPath, gens: Generators):
-    """One OT-CFM regression: pair, sample the path, predict; returns (loss, cost_ratio)."""
-    pairing = coupler(x0, x1, gens.coupling)
-    t = torch.rand(len(x0), generator=gens.path, device=x0.device)
-    noise = torch.randn(x0.shape, generator=gens.path, device=x0.device) if path.sigma > 0 else None
-    sample = path.sample(pairing.x0, pairing.x1, t, noise)
-    return cfm_loss(velocity(unet, sample.x_t, sample.t), sample.u_t), pairing.cost_ratio
+def flow_step_loss(
+    unet, pairing: Pairing, path: ProbabilityPath, generator: torch.Generator
+) -> torch.Tensor:
+    """One CFM regression on paired batches: sample t (and noise) on the path, predict, MSE."""
+    x0 = pairing.x0
+    t = torch.rand(len(x0), generator=generator, device=x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device) if path.sigma > 0 else None
+    sample = path.sample(x0, pairing.x1, t, noise)
+    return cfm_loss(velocity(unet, sample.x_t, sample.t), sample.u_t)
 
 
 def main(cfg: Config) -> Path:
@@ -179,7 +182,12 @@ class Trainer:
             coupler = GlobalCoupler(
                 coupler, accelerator.gather, accelerator.process_index, accelerator.num_processes
             )
-        self.coupler = coupler
+        # the next step's pairing is computed while this step runs (not with global scope,
+        # whose gather is a collective that must stay on the training thread)
+        overlap = cfg.train.overlap_coupling and not isinstance(coupler, GlobalCoupler)
+        self.pairs = PairStream(
+            self.sample_a, self.sample_b, cfg.train.batch_size, coupler, self.gens, overlap
+        )
         self.path = build_path(cfg.flow.objective, cfg.flow.sigma)
         self.step = 0
         self._samples: list | None = None  # see _sample_sources
@@ -198,50 +206,53 @@ class Trainer:
             disable=not acc.is_local_main_process,
         )
         window_start, window_steps = time.perf_counter(), 0
-        while self.step < cfg.train.steps:
-            with acc.accumulate(self.unet):
-                x0 = self.sample_a.draw(cfg.train.batch_size)
-                x1 = self.sample_b.draw(cfg.train.batch_size)
-                loss, cost_ratio = flow_step_loss(
-                    self.unet, x0, x1, self.coupler, self.path, self.gens
-                )
-                mean_loss = acc.gather(loss.detach()[None]).mean().item()
-                if not math.isfinite(mean_loss):
-                    raise TranslateError(self._poisoned("loss", mean_loss))
-                acc.backward(loss)
-                grad_norm = None
-                if acc.sync_gradients:
-                    grad_norm = acc.clip_grad_norm_(self.unet.parameters(), cfg.train.max_grad_norm)
-                    if acc.mixed_precision != "fp16" and not torch.isfinite(grad_norm):
-                        raise TranslateError(self._poisoned("gradient norm", grad_norm.item()))
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            if not acc.sync_gradients:
-                continue
-            self.ema.step(self.unet.parameters())
-            self.step += 1
-            window_steps += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss:.4f}", pair_cost=f"{cost_ratio:.3f}")
-            if self.step % cfg.train.log_every == 0:
-                elapsed = time.perf_counter() - window_start
-                acc.log(
-                    {
-                        "loss": mean_loss,
-                        "lr": self.scheduler.get_last_lr()[0],
-                        "grad_norm": float(grad_norm),
-                        "pair_cost_ratio": cost_ratio,
-                        "steps_per_s": window_steps / max(elapsed, 1e-9),
-                    },
-                    step=self.step,
-                )
-                window_start, window_steps = time.perf_counter(), 0
-            final = self.step == cfg.train.steps
-            if self.step % cfg.train.sample_every == 0 or final:
-                self._sample_grid()
-            if self.step % cfg.train.checkpoint_every == 0 or final:
-                self._save(final)
+        try:
+            while self.step < cfg.train.steps:
+                with acc.accumulate(self.unet):
+                    pairing = self.pairs.next()
+                    cost_ratio = pairing.cost_ratio
+                    loss = flow_step_loss(self.unet, pairing, self.path, self.gens.path)
+                    mean_loss = acc.gather(loss.detach()[None]).mean().item()
+                    if not math.isfinite(mean_loss):
+                        raise TranslateError(self._poisoned("loss", mean_loss))
+                    acc.backward(loss)
+                    grad_norm = None
+                    if acc.sync_gradients:
+                        grad_norm = acc.clip_grad_norm_(
+                            self.unet.parameters(), cfg.train.max_grad_norm
+                        )
+                        if acc.mixed_precision != "fp16" and not torch.isfinite(grad_norm):
+                            raise TranslateError(self._poisoned("gradient norm", grad_norm.item()))
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                if not acc.sync_gradients:
+                    continue
+                self.ema.step(self.unet.parameters())
+                self.step += 1
+                window_steps += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", pair_cost=f"{cost_ratio:.3f}")
+                if self.step % cfg.train.log_every == 0:
+                    elapsed = time.perf_counter() - window_start
+                    acc.log(
+                        {
+                            "loss": mean_loss,
+                            "lr": self.scheduler.get_last_lr()[0],
+                            "grad_norm": float(grad_norm),
+                            "pair_cost_ratio": cost_ratio,
+                            "steps_per_s": window_steps / max(elapsed, 1e-9),
+                        },
+                        step=self.step,
+                    )
+                    window_start, window_steps = time.perf_counter(), 0
+                final = self.step == cfg.train.steps
+                if self.step % cfg.train.sample_every == 0 or final:
+                    self._sample_grid()
+                if self.step % cfg.train.checkpoint_every == 0 or final:
+                    self._save(final)
+        finally:
+            self.pairs.close()
         bar.close()
         acc.print(f"finished {self.step} steps: {self.out / runs.FINAL}")
         return self.out / runs.FINAL
@@ -281,7 +292,8 @@ class Trainer:
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
-        save_file(self.gens.state(), str(tmp / f"generators_{acc.process_index}.safetensors"))
+        streams = {**self.gens.state(), **self.pairs.generator_state()}
+        save_file(streams, str(tmp / f"generators_{acc.process_index}.safetensors"))
         acc.wait_for_everyone()
         if acc.is_main_process:
             self.ema.save_pretrained(str(tmp / "ema"))
