@@ -157,7 +157,7 @@ def build_demo(
                     strip = gr.Gallery(
                         label="Path (frames along t)",
                         format="png",
-                        columns=5,
+                        columns=3,
                         height="auto",
                         object_fit="contain",
                         elem_id="trajectory",

@@ -147,7 +147,10 @@ def evaluate(
     def feats(pixels: torch.Tensor) -> torch.Tensor:  # (n, 3, R, R) in [-1, 1] -> (n, d)
         return features((pixels + 1) / 2)
 
-    classifier, accuracy = _classifier(opts, main, feats, train_a, train_b, test_a, test_b)
+    train_feats = {"a": feats(train_a.pixels), "b": feats(train_b.pixels)}  # (n, d) each
+    classifier, accuracy = _classifier(
+        opts, main, train_feats, train_a, train_b, feats(test_a.pixels), feats(test_b.pixels)
+    )
     labels = [label_of(c) for c in checkpoints]
     rows: list[Row] = []
     grids: dict[str, list[list]] = {}
@@ -155,9 +158,10 @@ def evaluate(
     for direction in opts.directions:
         src, tgt = (test_a, test_b) if direction == "a2b" else (test_b, test_a)
         tgt_train = train_b if direction == "a2b" else train_a
+        tgt_train_feats = train_feats["b" if direction == "a2b" else "a"]
         scorer = _Scorer(opts, src, tgt, features, classifier, direction)
         rows.append(Row("identity", direction, scores=scorer(src.pixels)))
-        nearest = torch.cdist(feats(src.pixels), feats(tgt_train.pixels)).argmin(dim=1)
+        nearest = torch.cdist(feats(src.pixels), tgt_train_feats).argmin(dim=1)
         rows.append(Row("nearest neighbour", direction, scores=scorer(tgt_train.pixels[nearest])))
         examples = scorer.example_index(opts.grid_rows)
         for label, tr in zip(labels, translators, strict=True):
@@ -248,7 +252,7 @@ class _Scorer:
 
 def _translate(tr: Translator, pixels, direction, method, steps, opts):
     """Pixels (n, 3, R, R) in batches -> (images, NFE per image, seconds, straightness)."""
-    outs, nfes, straight, seconds = [], [], [], 0.0
+    outs, nfes, straight, seconds = [], [], None, 0.0
     for chunk in pixels.split(opts.batch_size):
         start = time.perf_counter()
         latents = tr.codec.encode(chunk.to(tr.device))
@@ -257,11 +261,12 @@ def _translate(tr: Translator, pixels, direction, method, steps, opts):
         seconds += time.perf_counter() - start
         outs.append(out)
         nfes.append(solution.nfe)
-        straight.append(metrics.straightness(tr.field, solution.trajectory, solution.times))
-    return torch.cat(outs), sum(nfes) / len(nfes), seconds, sum(straight) / len(straight)
+        if straight is None:  # on the first batch only: it costs as many NFE again
+            straight = metrics.straightness(tr.field, solution.trajectory, solution.times)
+    return torch.cat(outs), sum(nfes) / len(nfes), seconds, straight
 
 
-def _classifier(opts, main, feats, train_a, train_b, test_a, test_b):
+def _classifier(opts, main, train_feats, train_a, train_b, test_feats_a, test_feats_b):
     """The domain classifier, cached in ``opts.out`` under a key of VAE and training files."""
     key = hashlib.sha256(
         json.dumps([main.codec.identity(), main.resolution, train_a.names, train_b.names]).encode()
@@ -269,7 +274,7 @@ def _classifier(opts, main, feats, train_a, train_b, test_a, test_b):
     path = Path(opts.out) / "classifier.safetensors"
     classifier = metrics.DomainClassifier.load(str(path), key)
     if classifier is None:
-        classifier = metrics.DomainClassifier.fit(feats(train_a.pixels), feats(train_b.pixels))
+        classifier = metrics.DomainClassifier.fit(train_feats["a"], train_feats["b"])
         path.parent.mkdir(parents=True, exist_ok=True)
         classifier.save(str(path), key)
-    return classifier, classifier.accuracy(feats(test_a.pixels), feats(test_b.pixels))
+    return classifier, classifier.accuracy(test_feats_a, test_feats_b)

@@ -48,9 +48,17 @@ def write_report(outcome: Outcome, out: Path, command: str = "") -> dict[str, Pa
 
 
 def _write_json(outcome: Outcome, path: Path, command: str) -> Path:
-    payload = {"command": command, **outcome.meta, "rows": [asdict(r) for r in outcome.rows]}
-    path.write_text(json.dumps(payload, indent=2))
+    """Strict JSON: a non-finite number (the identity's PSNR is infinite) is written as null."""
+    rows = [asdict(r) for r in outcome.rows]
+    for row in rows:
+        row["scores"] = {k: _finite(v) for k, v in row["scores"].items()}
+    payload = {"command": command, **outcome.meta, "rows": rows}
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False))
     return path
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _realism(outcome: Outcome) -> str:
@@ -116,6 +124,8 @@ def _nfe(r: Row) -> str:
 def _cell(value: float | None, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
     return fmt.format(value)
 
 
