@@ -17,6 +17,7 @@ from common import machine, pick_device, table, timed, write_json
 from PIL import Image
 
 from translate import Translator
+from translate.autoencoder import build_autoencoder
 from translate.config import Config
 from translate.latents import LatentCodec
 from translate.model import build_unet
@@ -25,19 +26,9 @@ from translate.pipeline import TranslatorInfo
 
 def random_translator(device: torch.device) -> Translator:
     """The default config's UNet and VAE architecture, random weights."""
-    from diffusers import AutoencoderKL
-
     cfg = Config()
     own = cfg.vae.own
-    levels = len(own.block_out_channels)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=tuple(own.block_out_channels),
-        layers_per_block=own.layers_per_block,
-        latent_channels=own.latent_channels,
-        norm_num_groups=own.norm_num_groups,
-    )
+    vae = build_autoencoder(own, cfg.data.resolution)
     codec = LatentCodec(vae, source="random")
     side = cfg.data.resolution // codec.downsample_factor
     unet = build_unet(cfg.model, side, own.latent_channels)
