@@ -69,3 +69,18 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def cached_train_latents(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trainA and trainB latents found in a latent cache folder (e.g. after the default run)."""
+    from translate.latents import load_latent_file
+
+    found: dict[str, torch.Tensor] = {}
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        latent_set = load_latent_file(path)
+        domain = latent_set.names[0].split("/")[0] if latent_set.names else ""
+        if domain in ("trainA", "trainB"):
+            found[domain] = latent_set.latents
+    if set(found) != {"trainA", "trainB"}:
+        raise SystemExit(f"error: no trainA/trainB latents in {folder}")
+    return found["trainA"], found["trainB"]

@@ -31,15 +31,21 @@ def latent_shape(cfg) -> tuple[int, int, int]:
 
 
 class Setup:
-    def __init__(self, cfg, batch: int, device: torch.device, pool: int = 2048) -> None:
+    def __init__(
+        self, cfg, batch: int, device: torch.device, pool: int = 2048, latents=None
+    ) -> None:
         torch.manual_seed(0)
         self.cfg, self.batch, self.device = cfg, batch, device
         shape = latent_shape(cfg)
         self.unet = build_unet(cfg.model, shape[-1], shape[0]).to(device).train()
         self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.train.lr)
-        g = torch.Generator().manual_seed(1)
-        self.latents_a = torch.randn(pool, *shape, generator=g).to(device)
-        self.latents_b = torch.randn(pool, *shape, generator=g).to(device)
+        if latents is None:  # random latents: speed does not depend on their values
+            g = torch.Generator().manual_seed(1)
+            latents = [torch.randn(pool, *shape, generator=g) for _ in range(2)]
+        elif tuple(latents[0].shape[1:]) != shape:
+            found = tuple(latents[0].shape[1:])
+            raise SystemExit(f"error: cached latents are {found}, not {shape}")
+        self.latents_a, self.latents_b = (x.to(device) for x in latents)
         self.path = build_path(cfg.flow.objective, cfg.flow.sigma)
         self.shape = shape
 

@@ -6,8 +6,8 @@
 Both loops train the same UNet (same initial weights) on the same random latents with the same
 batch size and AdamW settings, for the same number of steps, alternating in rounds so that
 machine noise hits both alike:
-- ours: the trainer's step (``PairStream`` with the exact coupler, overlapped as in training,
-  then ``flow_step_loss``);
+- ours: the trainer's step (``PairStream`` with the exact coupler, overlapped on CUDA and
+  serial on a CPU as in training, then ``flow_step_loss``);
 - torchcfm: ``ExactOptimalTransportConditionalFlowMatcher``'s OT sampling (a plan from
   ``ot.emd``, then pairs drawn from it) and its ``x_t``/``u_t``, with the same UNet adapter.
 Reports steps/s of each and their ratio, the mean paired cost (over the mean cost of random
@@ -21,7 +21,7 @@ import copy
 import time
 
 import torch
-from common import machine, pick_device, sync, table, write_json
+from common import cached_train_latents, machine, pick_device, sync, table, write_json
 from train_step import Setup
 
 from translate.config import load_config
@@ -42,6 +42,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--latents",
+        help="a latent cache folder (e.g. .cache/translate/latents): real train latents, so "
+        "that paired costs mean something; default: random latents of the config's shape",
+    )
     parser.add_argument("--out", default="benchmarks/results/vs_torchcfm.json")
     args = parser.parse_args()
     try:
@@ -55,10 +60,12 @@ def main() -> None:
     device = pick_device(args.device)
     cfg = load_config(args.config)
     batch = args.batch or cfg.train.batch_size
-    ours = Setup(cfg, batch, device)
-    theirs = Setup(cfg, batch, device)
+    latents = cached_train_latents(args.latents) if args.latents else None
+    ours = Setup(cfg, batch, device, latents=latents)
+    theirs = Setup(cfg, batch, device, latents=latents)
     theirs.unet.load_state_dict(copy.deepcopy(ours.unet.state_dict()))
-    stream, gens = ours.stream(ExactOTCoupler(cfg.flow.cost_resolution), overlap=True)
+    overlap = device.type == "cuda"  # the trainer's default (train.overlap_coupling: null)
+    stream, gens = ours.stream(ExactOTCoupler(cfg.flow.cost_resolution), overlap=overlap)
     matcher = ExactOptimalTransportConditionalFlowMatcher(sigma=cfg.flow.sigma)
     g = torch.Generator().manual_seed(2)
 
@@ -130,6 +137,7 @@ def main() -> None:
         {
             "machine": machine(device),
             "config": args.config,
+            "latents": args.latents or "random",
             "batch": batch,
             "steps": total,
             "rows": rows,

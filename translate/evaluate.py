@@ -167,7 +167,7 @@ def evaluate(
         for label, tr in zip(labels, translators, strict=True):
             for method in opts.methods:
                 grid_cols = [src.pixels[examples]]
-                for steps in tqdm(opts.steps, desc=f"{label} {direction} {method}", unit="NFE"):
+                for steps in tqdm(opts.steps, desc=f"{label} {direction} {method}", unit="run"):
                     out, nfe, seconds, straight = _translate(
                         tr, src.pixels, direction, method, steps, opts
                     )

@@ -184,7 +184,10 @@ class Trainer:
             )
         # the next step's pairing is computed while this step runs (not with global scope,
         # whose gather is a collective that must stay on the training thread)
-        overlap = cfg.train.overlap_coupling and not isinstance(coupler, GlobalCoupler)
+        overlap = cfg.train.overlap_coupling
+        if overlap is None:
+            overlap = device.type == "cuda"
+        overlap = overlap and not isinstance(coupler, GlobalCoupler)
         self.pairs = PairStream(
             self.sample_a, self.sample_b, cfg.train.batch_size, coupler, self.gens, overlap
         )
