@@ -9,6 +9,7 @@ never as FID.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -123,9 +124,11 @@ def realism(
     if features is None:
         raise ValueError("realism needs a feature extractor or Inception weights")
     fid_metric = FrechetInceptionDistance(feature=features, normalize=True)
-    kid_metric = KernelInceptionDistance(
-        feature=features, subsets=10, subset_size=min(100, n), normalize=True
-    )
+    with warnings.catch_warnings():  # "will save all extracted features": fine at these sizes
+        warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+        kid_metric = KernelInceptionDistance(
+            feature=features, subsets=10, subset_size=min(100, n), normalize=True
+        )
     for metric in (fid_metric, kid_metric):
         metric.update(_unit(real), real=True)
         metric.update(_unit(fake), real=False)
