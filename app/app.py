@@ -10,11 +10,13 @@ It binds to 127.0.0.1 unless ``--host`` says otherwise, and makes no share link 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,22 +63,16 @@ def build_demo(
         return labels[label]
 
     def translate_one(image: Any, direction: str, steps: float, solver: str, strength: float):
-        path = _upload_path(image)
-        try:
+        with _user_errors():
             result = serving.translate_upload(
                 translator,
-                path,
+                _upload_path(image),
                 direction_of(direction),
                 int(steps),
                 solver,
                 float(strength),
                 max_upload_mb,
             )
-        except ValueError as err:
-            raise gr.Error(str(err), print_exception=False) from None
-        except Exception as err:  # never show a traceback; keep serving
-            log.exception("translation failed")
-            raise gr.Error(f"translation failed: {_first_line(err)}") from None
         if result.note:
             gr.Info(result.note)
         strip = [(f, f"t = {t:.2f}") for f, t in zip(result.frames, result.times, strict=True)]
@@ -90,7 +86,7 @@ def build_demo(
             names.append(_upload_name(payload))
         if not paths:
             raise gr.Error("no files given: upload some images first")
-        try:
+        with _user_errors():
             results, failed = serving.translate_many(
                 translator,
                 paths,
@@ -100,11 +96,6 @@ def build_demo(
                 max_mb=max_upload_mb,
                 names=names,
             )
-        except ValueError as err:
-            raise gr.Error(str(err), print_exception=False) from None
-        except Exception as err:
-            log.exception("batch translation failed")
-            raise gr.Error(f"translation failed: {_first_line(err)}") from None
         zip_path = None
         if results:
             zip_path = str(serving.zip_images(results, _output_path(workdir, "translated", ".zip")))
@@ -203,6 +194,20 @@ def build_demo(
                 preprocess=False,
             )
     return demo
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Every failure becomes a short ``gr.Error``; never a traceback, and the app keeps serving."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except ValueError as err:  # a refused upload or setting: the message is for the user
+        raise gr.Error(str(err), print_exception=False) from None
+    except Exception as err:
+        log.exception("translation failed")
+        raise gr.Error(f"translation failed: {_first_line(err)}") from None
 
 
 def _upload_path(payload: Any) -> str | None:

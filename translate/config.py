@@ -123,10 +123,10 @@ class TrainConfig:
     keep_checkpoints: int = 2  # states and exports kept (checkpoint-final is always kept)
     log_with: str = "tensorboard"  # accelerate tracker: tensorboard, wandb, ... or "none"
     cpu_threads: int | None = None  # CPU only: threads per process; null shares all cores
+    # among the local processes (accelerate launch would otherwise leave one thread each)
     # pair the next batch in a background thread (identical results); null: only on CUDA,
     # because on a CPU the thread competes with the step for cores (docs/PERFORMANCE.md)
     overlap_coupling: bool | None = None
-    # among the local processes (accelerate launch would otherwise leave one thread each)
     resume: str | None = None  # a state folder to resume from; default: latest in output_dir
 
     def __post_init__(self) -> None:

@@ -143,6 +143,10 @@ def evaluate(
         load_images(_evenly(files, TRAIN_CAP), res, crop) for files in source.split("train")
     )
     features = metrics.LatentFeatures(main.codec, res, opts.batch_size)
+    # realism is measured on Inception features when the weights are given, else on latents
+    inception = None
+    if opts.inception_weights:
+        inception = metrics.InceptionFeatures(opts.inception_weights)
 
     def feats(pixels: torch.Tensor) -> torch.Tensor:  # (n, 3, R, R) in [-1, 1] -> (n, d)
         return features((pixels + 1) / 2)
@@ -159,7 +163,7 @@ def evaluate(
         src, tgt = (test_a, test_b) if direction == "a2b" else (test_b, test_a)
         tgt_train = train_b if direction == "a2b" else train_a
         tgt_train_feats = train_feats["b" if direction == "a2b" else "a"]
-        scorer = _Scorer(opts, src, tgt, features, classifier, direction)
+        scorer = _Scorer(opts.seed, src, tgt, feats, inception, classifier, direction)
         rows.append(Row("identity", direction, scores=scorer(src.pixels)))
         nearest = torch.cdist(feats(src.pixels), tgt_train_feats).argmin(dim=1)
         rows.append(Row("nearest neighbour", direction, scores=scorer(tgt_train.pixels[nearest])))
@@ -199,19 +203,26 @@ def evaluate(
 
 
 class _Scorer:
-    """Scores translations of one direction's sources against that direction's targets."""
+    """Scores translations of one direction's sources against that direction's targets.
 
-    def __init__(self, opts, src: ImageSet, tgt: ImageSet, features, classifier, direction):
-        self.opts, self.src, self.tgt, self.features = opts, src, tgt, features
-        self.classifier, self.direction = classifier, direction
+    ``feats`` maps images (n, 3, R, R) in [-1, 1] to latent features (n, d); ``inception``,
+    when given, maps [0, 1] images to the features realism is measured on instead.
+    """
+
+    def __init__(self, seed, src: ImageSet, tgt: ImageSet, feats, inception, classifier, direction):
+        self.seed, self.src, self.tgt, self.feats = seed, src, tgt, feats
+        self.inception, self.classifier, self.direction = inception, classifier, direction
         by_name = {n: i for i, n in enumerate(tgt.names)}
         pairs = [by_name.get(n, -1) for n in src.names]
         self.paired = torch.tensor([p >= 0 for p in pairs])
         self.truth = torch.tensor(pairs) if self.paired.any() else None
-        self.target_feats = self.feats(tgt.pixels)
+        self.target_feats = feats(tgt.pixels)  # encoded once, for every row
+        self.target_realism = self._realism_feats(tgt.pixels, self.target_feats)
 
-    def feats(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.features((pixels + 1) / 2)
+    def _realism_feats(self, pixels: torch.Tensor, latent_feats: torch.Tensor) -> torch.Tensor:
+        if self.inception is None:
+            return latent_feats
+        return self.inception((pixels + 1) / 2)
 
     def example_index(self, count: int) -> torch.Tensor:
         pool = torch.nonzero(self.paired).flatten() if self.truth is not None else None
@@ -222,12 +233,8 @@ class _Scorer:
     def __call__(self, out: torch.Tensor) -> dict[str, float]:
         out = out.float().clamp(-1, 1)
         out_feats = self.feats(out)
-        scores = metrics.realism(
-            self.tgt.pixels,
-            out,
-            features=self.features,
-            inception_weights=self.opts.inception_weights,
-            seed=self.opts.seed,
+        scores = metrics.realism_from_features(
+            self.target_realism, self._realism_feats(out, out_feats), self.seed
         )
         scores.update(
             ssim=metrics.ssim(out, self.src.pixels).mean().item(),

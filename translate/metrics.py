@@ -114,24 +114,43 @@ def realism(
 
     With ``inception_weights`` these are FID and KID on Inception-v3 features (torch-fidelity's
     network, weights from that file); otherwise on ``features`` (e.g. ``LatentFeatures``).
-    KID uses up to 10 random subsets of up to 100 images, seeded.
     """
-    n = min(len(real), len(fake))
-    if n < 2:
-        raise ValueError("realism needs at least two images in each set")
     if inception_weights:
         features = InceptionFeatures(inception_weights)
     if features is None:
         raise ValueError("realism needs a feature extractor or Inception weights")
-    fid_metric = FrechetInceptionDistance(feature=features, normalize=True)
+    return realism_from_features(features(_unit(real)), features(_unit(fake)), seed)
+
+
+class _Given(nn.Module):
+    """Precomputed features through torchmetrics' feature-extractor interface."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def realism_from_features(
+    real: torch.Tensor, fake: torch.Tensor, seed: int = 0
+) -> dict[str, float]:
+    """Fréchet distance and KID between two feature sets (n, d) and (m, d).
+
+    KID uses up to 10 random subsets of up to 100 rows, seeded.
+    """
+    n = min(len(real), len(fake))
+    if n < 2:
+        raise ValueError("realism needs at least two images in each set")
+    given = _Given(real.shape[1])
+    fid_metric = FrechetInceptionDistance(feature=given)
     with warnings.catch_warnings():  # "will save all extracted features": fine at these sizes
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
-        kid_metric = KernelInceptionDistance(
-            feature=features, subsets=10, subset_size=min(100, n), normalize=True
-        )
+        kid_metric = KernelInceptionDistance(feature=given, subsets=10, subset_size=min(100, n))
     for metric in (fid_metric, kid_metric):
-        metric.update(_unit(real), real=True)
-        metric.update(_unit(fake), real=False)
+        metric.update(real.float(), real=True)
+        metric.update(fake.float(), real=False)
     fd = float(fid_metric.compute())
     with torch.random.fork_rng():
         torch.manual_seed(seed)

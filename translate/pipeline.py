@@ -202,7 +202,7 @@ class Translator:
             raise ValueError(f"method must be one of {METHODS}, got '{method}'")
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
-        t0, t1 = (0.0, strength) if direction == "a2b" else (1.0, 1.0 - strength)
+        t0, t1 = time_span(direction, strength)
         return integrate(
             self.field,
             latents.to(self.device).float(),
@@ -258,6 +258,11 @@ class Translator:
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents (batch, C, h, w) -> RGB images."""
         return to_pil(self.codec.decode(latents))
+
+
+def time_span(direction: str, strength: float = 1.0) -> tuple[float, float]:
+    """(t_start, t_end) of a translation: a2b runs 0 -> strength, b2a 1 -> 1 - strength."""
+    return (0.0, strength) if direction == "a2b" else (1.0, 1.0 - strength)
 
 
 def _load_examples(folder: Path) -> dict[str, list[Image.Image]]:

@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from translate.images import SourceImage, read_image, restore_alpha, with_alpha
-from translate.pipeline import DIRECTIONS, Translator
+from translate.pipeline import DIRECTIONS, Translator, time_span
 from translate.solvers import METHODS
 
 MAX_UPLOAD_MB = 20  # per file; the web server enforces it too
@@ -94,9 +95,8 @@ def translate_upload(
         return_trajectory=True,
         size="native",
     )
-    start = 0.0 if direction == "a2b" else 1.0
-    end = strength if direction == "a2b" else 1.0 - strength
-    times = [start + (end - start) * i / (len(frames) - 1) for i in range(len(frames))]
+    start, end = time_span(direction, float(strength))
+    times = torch.linspace(start, end, len(frames)).tolist()  # the solver's frame times
     image = with_alpha(frames[-1], restore_alpha(source.alpha, frames[-1]))
     return Translation(image, frames, times, source.note)
 

@@ -208,57 +208,60 @@ class Trainer:
             unit="step",
             disable=not acc.is_local_main_process,
         )
-        window_start, window_steps = time.perf_counter(), 0
         try:
-            while self.step < cfg.train.steps:
-                with acc.accumulate(self.unet):
-                    pairing = self.pairs.next()
-                    cost_ratio = pairing.cost_ratio
-                    loss = flow_step_loss(self.unet, pairing, self.path, self.gens.path)
-                    mean_loss = acc.gather(loss.detach()[None]).mean().item()
-                    if not math.isfinite(mean_loss):
-                        raise TranslateError(self._poisoned("loss", mean_loss))
-                    acc.backward(loss)
-                    grad_norm = None
-                    if acc.sync_gradients:
-                        grad_norm = acc.clip_grad_norm_(
-                            self.unet.parameters(), cfg.train.max_grad_norm
-                        )
-                        if acc.mixed_precision != "fp16" and not torch.isfinite(grad_norm):
-                            raise TranslateError(self._poisoned("gradient norm", grad_norm.item()))
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                if not acc.sync_gradients:
-                    continue
-                self.ema.step(self.unet.parameters())
-                self.step += 1
-                window_steps += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", pair_cost=f"{cost_ratio:.3f}")
-                if self.step % cfg.train.log_every == 0:
-                    elapsed = time.perf_counter() - window_start
-                    acc.log(
-                        {
-                            "loss": mean_loss,
-                            "lr": self.scheduler.get_last_lr()[0],
-                            "grad_norm": float(grad_norm),
-                            "pair_cost_ratio": cost_ratio,
-                            "steps_per_s": window_steps / max(elapsed, 1e-9),
-                        },
-                        step=self.step,
-                    )
-                    window_start, window_steps = time.perf_counter(), 0
-                final = self.step == cfg.train.steps
-                if self.step % cfg.train.sample_every == 0 or final:
-                    self._sample_grid()
-                if self.step % cfg.train.checkpoint_every == 0 or final:
-                    self._save(final)
+            self._loop(bar)
         finally:
             self.pairs.close()
         bar.close()
         acc.print(f"finished {self.step} steps: {self.out / runs.FINAL}")
         return self.out / runs.FINAL
+
+    def _loop(self, bar: tqdm) -> None:
+        """Train until ``train.steps``: sample grids, logs and checkpoints on schedule."""
+        cfg, acc = self.cfg, self.accelerator
+        window_start, window_steps = time.perf_counter(), 0
+        while self.step < cfg.train.steps:
+            with acc.accumulate(self.unet):
+                pairing = self.pairs.next()
+                cost_ratio = pairing.cost_ratio
+                loss = flow_step_loss(self.unet, pairing, self.path, self.gens.path)
+                mean_loss = acc.gather(loss.detach()[None]).mean().item()
+                if not math.isfinite(mean_loss):
+                    raise TranslateError(self._poisoned("loss", mean_loss))
+                acc.backward(loss)
+                grad_norm = None
+                if acc.sync_gradients:
+                    grad_norm = acc.clip_grad_norm_(self.unet.parameters(), cfg.train.max_grad_norm)
+                    if acc.mixed_precision != "fp16" and not torch.isfinite(grad_norm):
+                        raise TranslateError(self._poisoned("gradient norm", grad_norm.item()))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            if not acc.sync_gradients:
+                continue
+            self.ema.step(self.unet.parameters())
+            self.step += 1
+            window_steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", pair_cost=f"{cost_ratio:.3f}")
+            if self.step % cfg.train.log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                acc.log(
+                    {
+                        "loss": mean_loss,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                        "pair_cost_ratio": cost_ratio,
+                        "steps_per_s": window_steps / max(elapsed, 1e-9),
+                    },
+                    step=self.step,
+                )
+                window_start, window_steps = time.perf_counter(), 0
+            final = self.step == cfg.train.steps
+            if self.step % cfg.train.sample_every == 0 or final:
+                self._sample_grid()
+            if self.step % cfg.train.checkpoint_every == 0 or final:
+                self._save(final)
 
     def _poisoned(self, what: str, value: float) -> str:
         last = runs.latest_state(self.out)
