@@ -1,11 +1,13 @@
 """Translator speed against NFE and batch size, and its overhead beyond its parts.
 
     python benchmarks/inference.py [--checkpoint runs/emoji/checkpoint-final] [--nfe 1,2,4,8,16]
+        [--vae-dtype auto,float32,bfloat16]
 
 For each batch size and NFE (Euler steps) it times a whole ``Translator.__call__`` on PIL
 images and, separately, its parts on the same batch: VAE encode, one UNet evaluation and VAE
 decode. Overhead = call / (encode + NFE x UNet + decode) - 1. Without a checkpoint, a
 randomly initialised model of the default config is used (speed does not depend on weights).
+Each VAE dtype in ``--vae-dtype`` is measured in turn ("auto" is what ``Translator`` picks).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from translate.model import build_unet
 from translate.pipeline import TranslatorInfo
 
 
-def random_translator(device: torch.device) -> Translator:
+def random_translator(device: torch.device, vae_dtype: str) -> Translator:
     """The default config's UNet and VAE architecture, random weights."""
     cfg = Config()
     own = cfg.vae.own
@@ -33,7 +35,7 @@ def random_translator(device: torch.device) -> Translator:
     side = cfg.data.resolution // codec.downsample_factor
     unet = build_unet(cfg.model, side, own.latent_channels)
     info = TranslatorInfo("A", "B", cfg.data.resolution)
-    return Translator(unet, codec, info, device)
+    return Translator(unet, codec, info, device, vae_dtype=vae_dtype)
 
 
 def measure(tr: Translator, batch: int, nfes: list[int], repeats: int, device) -> list[dict]:
@@ -53,6 +55,7 @@ def measure(tr: Translator, batch: int, nfes: list[int], repeats: int, device) -
         parts = encode + nfe * unet + decode
         rows.append(
             {
+                "VAE dtype": str(tr.codec.dtype).removeprefix("torch."),
                 "batch": batch,
                 "NFE": nfe,
                 "images/s": batch / call,
@@ -75,16 +78,19 @@ def main() -> None:
     parser.add_argument("--batch", default="1,8,32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--vae-dtype", default="auto", help="comma-separated: auto,float32,...")
     parser.add_argument("--out", default="benchmarks/results/inference.json")
     args = parser.parse_args()
     device = pick_device(args.device)
-    if args.checkpoint:
-        tr = Translator.from_pretrained(args.checkpoint, device=device)
-    else:
-        tr = random_translator(device)
     rows = []
-    for batch in map(int, args.batch.split(",")):
-        rows += measure(tr, batch, [int(n) for n in args.nfe.split(",")], args.repeats, device)
+    for vae_dtype in args.vae_dtype.split(","):
+        if args.checkpoint:
+            tr = Translator.from_pretrained(args.checkpoint, device=device, vae_dtype=vae_dtype)
+        else:
+            tr = random_translator(device, vae_dtype)
+        for batch in map(int, args.batch.split(",")):
+            nfes = [int(n) for n in args.nfe.split(",")]
+            rows += measure(tr, batch, nfes, args.repeats, device)
     print()
     print(table(rows, list(rows[0])))
     write_json(

@@ -5,24 +5,30 @@
 Measures, on the same model and data: the serial step split into data draw, coupling (cost
 matrix + OT plan), forward/backward and optimizer; whole loops of serial exact OT, overlapped
 exact OT (the trainer's default) and independent pairs (no OT at all). The coupling overhead is
-the loop time over the independent loop's, minus one. Prints tables; writes JSON.
+the loop time over the independent loop's, minus one. It also times drawing one A- and one
+B-batch from latents held in device memory against latents memory-mapped from a cache file
+(``train.latent_storage``). Prints tables; writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import machine, pick_device, sync, table, write_json
+from common import machine, pick_device, sync, table, timed, write_json
+from safetensors.torch import save_file
 
 from translate.config import load_config
 from translate.coupling import ExactOTCoupler, IndependentCoupler
 from translate.flow import build_path
+from translate.latents import load_latent_file
 from translate.model import build_unet
 from translate.prefetch import PairStream
-from translate.train import Generators, LatentSampler, flow_step_loss
+from translate.storage import LatentSampler
+from translate.train import Generators, flow_step_loss
 
 
 def latent_shape(cfg) -> tuple[int, int, int]:
@@ -113,6 +119,28 @@ def breakdown(setup: Setup, steps: int) -> dict[str, float]:
     return {k: v / steps * 1e3 for k, v in parts.items()}
 
 
+def draw_times(setup: Setup, repeats: int) -> dict[str, float]:
+    """Milliseconds to draw an A- and a B-batch from device memory and from a memory map."""
+    device, times = setup.device, {}
+    with tempfile.TemporaryDirectory() as folder:
+        stores = {"memory": [], "mmap": []}
+        for name, latents in (("a", setup.latents_a), ("b", setup.latents_b)):
+            path = Path(folder) / f"{name}.safetensors"
+            meta = {"names": "[]", "failures": "[]"}
+            save_file({"latents": latents.half().cpu().contiguous()}, str(path), metadata=meta)
+            stores["memory"].append(latents.half())
+            stores["mmap"].append(load_latent_file(path, mmap=True).latents)
+        for storage, (a, b) in stores.items():
+            gen = torch.Generator().manual_seed(0)
+            samplers = [LatentSampler(x, gen, device) for x in (a, b)]
+
+            def draw(samplers=samplers):
+                return [x.draw(setup.batch) for x in samplers]
+
+            times[f"draw ms {storage}"] = timed(draw, device, repeats) * 1e3
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", nargs="+", default=["configs/default.yaml"])
@@ -131,6 +159,7 @@ def main() -> None:
         independent = loop_time(setup, IndependentCoupler(), False, args.steps)
         serial = loop_time(setup, ExactOTCoupler(cfg.flow.cost_resolution), False, args.steps)
         overlapped = loop_time(setup, ExactOTCoupler(cfg.flow.cost_resolution), True, args.steps)
+        draws = draw_times(setup, args.steps)
         row = {
             "config": Path(config).name,
             "latent": "x".join(map(str, setup.shape)),
@@ -144,6 +173,7 @@ def main() -> None:
             "samples/s exact overlapped": batch / overlapped,
             "OT overhead serial": serial / independent - 1,
             "OT overhead overlapped": overlapped / independent - 1,
+            **draws,
         }
         results.append(row)
         print(table([row], list(row)))

@@ -36,8 +36,10 @@ def test_train_step(repo, tmp_path):
 
 
 def test_inference(repo, tmp_path):
-    result = _run(repo, tmp_path, "inference", "--nfe", "1,2", "--batch", "2", "--repeats", "1")
-    assert [r["NFE"] for r in result["rows"]] == [1, 2]
+    args = ["--nfe", "1,2", "--batch", "2", "--repeats", "1", "--vae-dtype", "float32,bfloat16"]
+    result = _run(repo, tmp_path, "inference", *args)
+    assert [r["NFE"] for r in result["rows"]] == [1, 2, 1, 2]
+    assert [r["VAE dtype"] for r in result["rows"]] == ["float32"] * 2 + ["bfloat16"] * 2
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchcfm") is None, reason="pip install torchcfm")
@@ -48,3 +50,11 @@ def test_vs_torchcfm(repo, tmp_path):
     assert ours["duplicate-pair rate"] == 0.0
     assert ours["paired cost / random"] < 1.0
     assert theirs["loop"] == "torchcfm" and result["ratio"] > 0
+
+
+def test_train_options(repo, tmp_path):
+    options = "plain,channels_last,fused AdamW,bf16 autocast"  # compile is too slow for a test
+    args = ["--config", "configs/tiny.yaml", "--steps", "1", "--warmup", "1", "--options", options]
+    result = _run(repo, tmp_path, "train_options", *args)
+    assert [r["option"] for r in result["rows"]] == options.split(",")
+    assert result["rows"][0]["speed-up"] == 1.0

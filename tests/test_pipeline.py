@@ -123,3 +123,21 @@ def test_working_size_rounds_and_caps(translator):
     assert h == 16 and w == 16 * 4  # aspect capped at MAX_ASPECT
     with pytest.raises(ValueError, match="native"):
         translator.prepare(Image.new("RGB", (8, 8)), size="huge")
+
+
+def test_vae_dtype_choices(translator, images, tmp_path):
+    translator.save_pretrained(tmp_path / "ckpt")
+    auto = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert auto.codec.dtype == torch.float32  # the CPU default
+    half = Translator.from_pretrained(tmp_path / "ckpt", device="cpu", vae_dtype="bfloat16")
+    assert half.codec.dtype == torch.bfloat16
+    a, b = auto(images, steps=2), half(images, steps=2)
+    assert [im.size for im in a] == [im.size for im in b]
+    # bfloat16 encode and decode stay close to float32 (8-bit images, mean absolute error)
+    import numpy as np
+
+    pairs = zip(a, b, strict=True)
+    error = np.mean([np.abs(np.asarray(x, float) - np.asarray(y, float)).mean() for x, y in pairs])
+    assert error < 8
+    with pytest.raises(TranslateError, match="vae_dtype"):
+        Translator.from_pretrained(tmp_path / "ckpt", device="cpu", vae_dtype="int8")

@@ -5,7 +5,8 @@ import torch
 
 from translate.coupling import ExactOTCoupler, SinkhornCoupler
 from translate.prefetch import PairStream
-from translate.train import Generators, LatentSampler
+from translate.storage import LatentSampler
+from translate.train import Generators
 
 
 def _stream(coupler, overlap, states=None):

@@ -87,18 +87,31 @@ def test_kill_resume_finish_translate(workspace, folders):
             assert out.size == (16, 16)
 
 
-def test_overlapped_coupling_trains_exactly_like_the_serial_loop(workspace):
+def test_overlap_and_memory_mapped_latents_train_exactly_like_the_plain_loop(workspace):
     tmp, _, config = workspace
     weights = []
-    for overlap in ("false", "true"):
-        out = tmp / f"run-{overlap}"
-        train_module.main(
-            config(f"train.overlap_coupling={overlap}", f"train.output_dir={out}", "train.steps=4")
-        )
+    for name, settings in (
+        ("plain", ("train.overlap_coupling=false", "train.latent_storage=memory")),
+        ("overlap", ("train.overlap_coupling=true", "train.latent_storage=memory")),
+        ("mmap", ("train.overlap_coupling=false", "train.latent_storage=mmap")),
+    ):
+        out = tmp / f"run-{name}"
+        train_module.main(config(*settings, f"train.output_dir={out}", "train.steps=4"))
         weights.append(
             (out / runs.FINAL / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
         )
-    assert weights[0] == weights[1]
+    assert weights[0] == weights[1] == weights[2]
+
+
+def test_speed_options_train_and_export_loadable_checkpoints(workspace):
+    tmp, _, config = workspace
+    out = tmp / "run-options"
+    settings = ("train.channels_last=true", "train.fused_adamw=true", "train.checkpoint_every=1")
+    train_module.main(config(*settings, f"train.output_dir={out}", "train.steps=2"))
+    translator = Translator.from_pretrained(out / runs.FINAL, device="cpu")
+    assert translator.info.step == 2
+    resumed = train_module.main(config(*settings, f"train.output_dir={out}", "train.steps=3"))
+    assert Translator.from_pretrained(resumed, device="cpu").info.step == 3
 
 
 def test_kill_during_save_resumes_from_previous_state(workspace, monkeypatch):

@@ -68,6 +68,12 @@ def convert_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     parser.add_argument("--dry-run", action="store_true", help="list what would be done")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--vae-dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="dtype of VAE encode/decode (auto: bfloat16 on a GPU that has it, else float32)",
+    )
     args = parser.parse_args(argv)
     try:
         return _convert(args)
@@ -133,7 +139,9 @@ def _convert_shard(
 
     output_root = Path(args.output)
     device = state.device if args.device == "auto" else args.device
-    translator = Translator.from_pretrained(args.checkpoint, device=device)
+    translator = Translator.from_pretrained(
+        args.checkpoint, device=device, vae_dtype=args.vae_dtype
+    )
     if state.is_main_process:
         convert.clean_temporaries(output_root)
     state.wait_for_everyone()

@@ -19,6 +19,7 @@ SOURCES = ("emoji", "folders", "celeba")
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global")
 METHODS = ("euler", "midpoint", "rk4", "dopri5")
+LATENT_STORAGES = ("auto", "memory", "mmap")
 
 
 @dataclass
@@ -127,6 +128,13 @@ class TrainConfig:
     # pair the next batch in a background thread (identical results); null: only on CUDA,
     # because on a CPU the thread competes with the step for cores (docs/PERFORMANCE.md)
     overlap_coupling: bool | None = None
+    # speed options, each on only where measured to help (docs/PERFORMANCE.md); bf16 autocast
+    # and torch.compile come from the launcher: --mixed_precision bf16, --dynamo_backend inductor
+    channels_last: bool = False  # UNet weights and activations in NHWC memory format
+    fused_adamw: bool = False  # the AdamW update as one fused kernel (CUDA and CPU)
+    # where the train latents live: "memory" (the training device's, as float16), "mmap" (read
+    # from the cache files), or "auto": memory when they take <= 1/4 of its free memory
+    latent_storage: str = "auto"
     resume: str | None = None  # a state folder to resume from; default: latest in output_dir
 
     def __post_init__(self) -> None:
@@ -134,6 +142,7 @@ class TrainConfig:
             _positive(f"train.{key}", getattr(self, key))
         for key in ("sample_every", "checkpoint_every", "keep_checkpoints"):
             _positive(f"train.{key}", getattr(self, key))
+        _choice("train.latent_storage", self.latent_storage, LATENT_STORAGES)
 
 
 @dataclass

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny
+from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -46,8 +48,12 @@ class LatentCodec:
         name_or_path: str | Path,
         subfolder: str | None = None,
         device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
     ) -> LatentCodec:
-        """Load a VAE by hub id or local folder; the class is read from its ``config.json``."""
+        """Load a VAE by hub id or local folder; the class is read from its ``config.json``.
+
+        ``dtype`` is the dtype the VAE computes in; latents are float32 either way.
+        """
         try:
             config = AutoencoderKL.load_config(str(name_or_path), subfolder=subfolder)
             class_name = config.get("_class_name", "AutoencoderKL")
@@ -55,7 +61,9 @@ class LatentCodec:
                 raise TranslateError(
                     f"VAE {name_or_path} is a {class_name}; supported: {', '.join(VAE_CLASSES)}"
                 )
-            vae = VAE_CLASSES[class_name].from_pretrained(str(name_or_path), subfolder=subfolder)
+            vae = VAE_CLASSES[class_name].from_pretrained(
+                str(name_or_path), subfolder=subfolder, torch_dtype=dtype
+            )
         except TranslateError:
             raise
         except Exception as err:  # OSError, HTTP errors, bad JSON: all mean "cannot load"
@@ -63,6 +71,18 @@ class LatentCodec:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise TranslateError(f"cannot load VAE from {where}: {reason}") from None
         return cls(vae.to(device), str(name_or_path), subfolder)
+
+    def to_dtype(self, dtype: torch.dtype) -> None:
+        """Compute encode and decode in ``dtype`` from now on."""
+        if dtype != self.dtype:
+            # diffusers warns about casting with to() for models with float32-only submodules;
+            # AutoencoderKL and AutoencoderTiny have none (the list it prints is empty)
+            level = diffusers_logging.get_verbosity()
+            diffusers_logging.set_verbosity_error()
+            try:
+                self.vae.to(dtype=dtype)
+            finally:
+                diffusers_logging.set_verbosity(level)
 
     @property
     def device(self) -> torch.device:
@@ -128,7 +148,7 @@ class LatentCodec:
 class LatentSet:
     """Encoded images of one domain and split."""
 
-    latents: torch.Tensor  # (N, C, h, w), float32 on the CPU
+    latents: torch.Tensor  # (N, C, h, w) on the CPU: float32, or float16 when memory-mapped
     names: list[str]  # source file of each row, relative to the domain folder's parent
     failures: list[str]  # "path: reason" for each file that could not be read
 
@@ -233,15 +253,17 @@ def cached_latents(
     batch_size: int = 64,
     num_workers: int = 0,
     desc: str = "encoding",
+    mmap: bool = False,
 ) -> LatentSet:
     """``encode_files``, memoised on disk under ``cache_dir/latents/<key>.safetensors``.
 
     The file is written under a temporary name and renamed, so a killed encode never leaves
-    a cache file that loads.
+    a cache file that loads. With ``mmap`` the returned latents are a float16 view of the
+    cache file (see ``load_latent_file``).
     """
     path = Path(cache_dir) / "latents" / f"{cache_key(codec, files, spec)}.safetensors"
     if path.is_file():
-        return load_latent_file(path)
+        return load_latent_file(path, mmap)
     result = encode_files(codec, files, spec, batch_size, num_workers, desc=desc)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
@@ -249,12 +271,39 @@ def cached_latents(
     stored = result.latents.half().contiguous()  # fp16 on disk; a cache hit returns the same values
     save_file({"latents": stored}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
+    if mmap:
+        return load_latent_file(path, mmap)
     return LatentSet(stored.float(), result.names, result.failures)
 
 
-def load_latent_file(path: Path) -> LatentSet:
-    """Read a cache file written by ``cached_latents``."""
+def load_latent_file(path: Path, mmap: bool = False) -> LatentSet:
+    """Read a cache file written by ``cached_latents``.
+
+    By default the latents are read into memory as float32. With ``mmap`` they stay in the
+    file: a float16 CPU tensor whose rows are read from disk (or the page cache) when indexed.
+    """
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-        latents = f.get_tensor("latents").float()
+        latents = _map_tensor(path, "latents") if mmap else f.get_tensor("latents").float()
     return LatentSet(latents, json.loads(meta["names"]), json.loads(meta["failures"]))
+
+
+_NUMPY_DTYPES = {"F16": np.float16, "F32": np.float32}
+
+
+def _map_tensor(path: Path, name: str) -> torch.Tensor:
+    """A copy-on-write memory map of one tensor of a safetensors file.
+
+    The format is an 8-byte little-endian header length, a JSON header giving each tensor's
+    dtype, shape and byte offsets, then the data.
+    """
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        entry = json.loads(f.read(header_len))[name]
+    dtype = _NUMPY_DTYPES.get(entry["dtype"])
+    if dtype is None:
+        raise TranslateError(f"{path}: cannot memory-map a {entry['dtype']} tensor")
+    begin, _ = entry["data_offsets"]
+    offset, shape = 8 + header_len + begin, tuple(entry["shape"])
+    array = np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape)
+    return torch.from_numpy(array)

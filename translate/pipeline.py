@@ -55,6 +55,21 @@ class TranslatorInfo:
     format_version: int = FORMAT_VERSION
 
 
+VAE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_vae_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """'auto' -> bfloat16 on a GPU that supports it, float32 otherwise (docs/PERFORMANCE.md)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    if dtype not in VAE_DTYPES:
+        raise TranslateError(f"vae_dtype must be auto or one of {', '.join(VAE_DTYPES)}: {dtype}")
+    return VAE_DTYPES[dtype]
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """'auto' (or None) -> cuda when available, else cpu."""
     if device in (None, "auto"):
@@ -74,11 +89,15 @@ class Translator:
         info: TranslatorInfo,
         device: str | torch.device | None = "auto",
         examples: dict[str, list[Image.Image]] | None = None,
+        vae_dtype: str | torch.dtype | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.unet = unet.eval().requires_grad_(False).to(self.device)
         self.codec = codec
         self.codec.vae.to(self.device)
+        # encode and decode run in this dtype (None: as given); latents and the UNet stay float32
+        if vae_dtype is not None:
+            self.codec.to_dtype(resolve_vae_dtype(vae_dtype, self.device))
         self.info = info
         # direction -> held-out source images to try, e.g. {"a2b": [...], "b2a": [...]}
         self.examples = examples or {}
@@ -93,9 +112,16 @@ class Translator:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, device: str | torch.device | None = "auto"
+        cls,
+        path: str | Path,
+        device: str | torch.device | None = "auto",
+        vae_dtype: str | torch.dtype = "auto",
     ) -> Translator:
-        """Load a checkpoint folder written by ``save_pretrained`` (or by training)."""
+        """Load a checkpoint folder written by ``save_pretrained`` (or by training).
+
+        ``vae_dtype``: "auto" (bfloat16 on a GPU that has it, else float32), "float32",
+        "bfloat16" or "float16".
+        """
         path = Path(path)
         if not path.exists():
             raise TranslateError(f"checkpoint not found: {path}")
@@ -118,11 +144,12 @@ class Translator:
             raise TranslateError(
                 f"cannot load the UNet from {path / 'unet'}: {_first_line(err)}"
             ) from None
+        dtype = resolve_vae_dtype(vae_dtype, resolve_device(device))
         if "path" in info.vae:
-            codec = LatentCodec.from_pretrained(path / info.vae["path"])
+            codec = LatentCodec.from_pretrained(path / info.vae["path"], dtype=dtype)
         else:
             codec = LatentCodec.from_pretrained(
-                info.vae.get("pretrained", ""), info.vae.get("subfolder")
+                info.vae.get("pretrained", ""), info.vae.get("subfolder"), dtype=dtype
             )
         if unet.config.in_channels != codec.latent_channels:
             raise TranslateError(

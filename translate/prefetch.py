@@ -31,7 +31,7 @@ class PairStream:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="coupling") if overlap else None
         self._pending: Future | None = None
         self._snapshot: dict[str, torch.Tensor] = {}
-        device = sample_a.latents.device
+        device = sample_a.device
         self._stream = torch.cuda.Stream(device) if overlap and device.type == "cuda" else None
 
     def _compute(self) -> tuple[Pairing, torch.cuda.Event | None]:

@@ -16,7 +16,11 @@ from translate.latents import EncodeSpec, LatentCodec, LatentSet, cached_latents
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Everything the flow trainer reads: the codec and encoded latents of both domains."""
+    """Everything the flow trainer reads: the codec and encoded latents of both domains.
+
+    The train latents are float16 memory maps of the cache files; the test latents are float32
+    in memory.
+    """
 
     source: ImageSource
     codec: LatentCodec
@@ -77,5 +81,6 @@ def prepare_data(cfg: Config, device: torch.device) -> PreparedData:
                 cfg.vae.encode_batch_size,
                 cfg.data.num_workers,
                 desc=f"encoding {split}{domain}",
+                mmap=split == "train",  # the trainer decides where they live
             )
     return PreparedData(source, codec, vae_test_psnr=psnr, **sets)

@@ -37,6 +37,7 @@ from translate.model import build_unet, velocity
 from translate.pipeline import Translator, TranslatorInfo, replace_dir
 from translate.prefetch import PairStream
 from translate.stages import PreparedData, prepare_data
+from translate.storage import LatentSampler, free_memory, keep_in_memory
 
 
 @dataclass
@@ -61,22 +62,6 @@ class Generators:
     def restore(self, states: dict[str, torch.Tensor]) -> None:
         for name, value in states.items():
             getattr(self, name).set_state(value)
-
-
-class LatentSampler:
-    """Draws batches of distinct rows from an in-memory latent tensor (N, C, h, w)."""
-
-    def __init__(self, latents: torch.Tensor, generator: torch.Generator) -> None:
-        self.latents, self.generator = latents, generator
-
-    def draw(self, n: int) -> torch.Tensor:
-        """(n, C, h, w), without repeats when N >= n."""
-        count = len(self.latents)
-        if count >= n:
-            index = torch.randperm(count, generator=self.generator)[:n]
-        else:
-            index = torch.randint(count, (n,), generator=self.generator)
-        return self.latents[index.to(self.latents.device)]
 
 
 def flow_step_loss(
@@ -163,8 +148,14 @@ class Trainer:
             model_cls=UNet2DModel,
             model_config=unet.config,
         )
+        unet.to(accelerator.device)  # fused AdamW needs the parameters on their device
+        if cfg.train.channels_last:
+            unet.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(
-            unet.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+            unet.parameters(),
+            lr=cfg.train.lr,
+            weight_decay=cfg.train.weight_decay,
+            fused=cfg.train.fused_adamw or None,  # None: torch's own choice (foreach)
         )
         scheduler = get_scheduler(
             "constant_with_warmup",
@@ -175,8 +166,14 @@ class Trainer:
         self.ema.to(accelerator.device)
         device = accelerator.device
         self.gens = Generators.create(cfg.train.seed, accelerator.process_index, device)
-        self.sample_a = LatentSampler(data.train_a.latents.to(device), self.gens.data)
-        self.sample_b = LatentSampler(data.train_b.latents.to(device), self.gens.data)
+        train_sets = (data.train_a.latents, data.train_b.latents)  # float16 memory maps
+        nbytes = sum(x.nelement() * x.element_size() for x in train_sets)
+        if keep_in_memory(cfg.train.latent_storage, nbytes, free_memory(device)):
+            train_sets = tuple(x.to(device, copy=True) for x in train_sets)
+        else:
+            accelerator.print(f"reading {nbytes / 2**30:.2f} GiB of latents from the cache files")
+        self.sample_a = LatentSampler(train_sets[0], self.gens.data, device)
+        self.sample_b = LatentSampler(train_sets[1], self.gens.data, device)
         coupler: Coupler = build_coupler(cfg.flow)
         if cfg.flow.scope == "global" and accelerator.num_processes > 1:
             coupler = GlobalCoupler(
