@@ -74,3 +74,21 @@ def test_unknown_key_in_yaml(tmp_path):
     path.write_text("train:\n  stepss: 3\n")
     with pytest.raises(ConfigError, match="train.stepss"):
         load_config(path)
+
+
+def test_default_yaml_lists_every_key(repo):
+    from omegaconf import OmegaConf
+
+    from translate.config import Config
+
+    def keys(node, prefix=""):
+        out = set()
+        for key, value in node.items():
+            out.add(prefix + key)
+            if isinstance(value, dict):
+                out |= keys(value, f"{prefix}{key}.")
+        return out
+
+    schema = OmegaConf.to_container(OmegaConf.structured(Config))
+    listed = OmegaConf.to_container(OmegaConf.load(repo / "configs" / "default.yaml"))
+    assert keys(listed) == keys(schema)
