@@ -26,7 +26,7 @@ from translate.coupling import ExactOTCoupler, IndependentCoupler
 from translate.flow import build_path
 from translate.latents import load_latent_file
 from translate.model import build_unet
-from translate.prefetch import PairStream
+from translate.prefetch import MinibatchPairs, PairStream
 from translate.storage import LatentSampler
 from translate.train import Generators, flow_step_loss
 
@@ -57,9 +57,8 @@ class Setup:
 
     def stream(self, coupler, overlap: bool) -> tuple[PairStream, Generators]:
         gens = Generators.create(0, 0, self.device)
-        a = LatentSampler(self.latents_a, gens.data)
-        b = LatentSampler(self.latents_b, gens.data)
-        return PairStream(a, b, self.batch, coupler, gens, overlap), gens
+        a, b = LatentSampler(self.latents_a), LatentSampler(self.latents_b)
+        return PairStream(MinibatchPairs(a, b, coupler), self.batch, gens, overlap), gens
 
     def update(self, pairing, gens) -> None:
         loss = flow_step_loss(self.unet, pairing, self.path, gens.path)
@@ -88,8 +87,7 @@ def breakdown(setup: Setup, steps: int) -> dict[str, float]:
     """Milliseconds per part of the serial exact-OT step."""
     device, coupler = setup.device, ExactOTCoupler(setup.cfg.flow.cost_resolution)
     gens = Generators.create(0, 0, device)
-    a = LatentSampler(setup.latents_a, gens.data)
-    b = LatentSampler(setup.latents_b, gens.data)
+    a, b = LatentSampler(setup.latents_a), LatentSampler(setup.latents_b)
     parts = {"data": 0.0, "coupling": 0.0, "forward+backward": 0.0, "optimizer": 0.0}
 
     def clock(name, fn):
@@ -103,7 +101,9 @@ def breakdown(setup: Setup, steps: int) -> dict[str, float]:
     for step in range(steps + 1):
         if step == 1:  # the first step warms up
             parts = dict.fromkeys(parts, 0.0)
-        x0, x1 = clock("data", lambda: (a.draw(setup.batch), b.draw(setup.batch)))
+        x0, x1 = clock(
+            "data", lambda: (a.draw(setup.batch, gens.data), b.draw(setup.batch, gens.data))
+        )
         pairing = clock("coupling", lambda x0=x0, x1=x1: coupler(x0, x1, gens.coupling))
         clock(
             "forward+backward",
@@ -132,10 +132,10 @@ def draw_times(setup: Setup, repeats: int) -> dict[str, float]:
             stores["mmap"].append(load_latent_file(path, mmap=True).latents)
         for storage, (a, b) in stores.items():
             gen = torch.Generator().manual_seed(0)
-            samplers = [LatentSampler(x, gen, device) for x in (a, b)]
+            samplers = [LatentSampler(x, device) for x in (a, b)]
 
-            def draw(samplers=samplers):
-                return [x.draw(setup.batch) for x in samplers]
+            def draw(samplers=samplers, gen=gen):
+                return [x.draw(setup.batch, gen) for x in samplers]
 
             times[f"draw ms {storage}"] = timed(draw, device, repeats) * 1e3
     return times

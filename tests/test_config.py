@@ -92,3 +92,11 @@ def test_default_yaml_lists_every_key(repo):
     schema = OmegaConf.to_container(OmegaConf.structured(Config))
     listed = OmegaConf.to_container(OmegaConf.load(repo / "configs" / "default.yaml"))
     assert keys(listed) == keys(schema)
+
+
+def test_dataset_scope_needs_exact_ot():
+    from translate.config import ConfigError
+
+    assert load_config(None, ["flow.scope=dataset"]).flow.scope == "dataset"
+    with pytest.raises(ConfigError, match="flow.scope=dataset needs flow.objective=ot-cfm"):
+        load_config(None, ["flow.scope=dataset", "flow.objective=i-cfm"])

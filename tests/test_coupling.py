@@ -87,3 +87,40 @@ def test_global_coupler_slices_one_plan():
 def test_unequal_batches_raise():
     with pytest.raises(ValueError, match="equal size"):
         ExactOTCoupler()(torch.zeros(3, 2), torch.zeros(4, 2), torch.Generator())
+
+
+def test_dataset_plan_is_the_emd_optimum_and_a_permutation_for_equal_sets():
+    from translate.coupling import DatasetPlan
+
+    x0, x1 = _batches(n=60, seed=3)
+    plan = DatasetPlan.solve(x0, x1)
+    assert plan.start.tolist() == list(range(61))  # one partner per row
+    partners = plan.partners(torch.arange(60), torch.Generator())
+    assert sorted(partners.tolist()) == list(range(60))
+    cost = pairwise_cost(x0, x1).numpy()
+    optimum = ot.emd2(np.full(60, 1 / 60), np.full(60, 1 / 60), cost)
+    assert cost[np.arange(60), partners.numpy()].mean() == pytest.approx(optimum, rel=1e-9)
+    assert plan.cost_ratio == pytest.approx(optimum / cost.mean())
+
+
+def test_dataset_plan_of_unequal_sets_draws_partners_by_the_plan():
+    from translate.coupling import DatasetPlan
+
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(30, 2, generator=g), torch.randn(20, 2, generator=g)  # plain 2-D data
+    plan = DatasetPlan.solve(x0, x1)
+    dense = ot.emd(np.full(30, 1 / 30), np.full(20, 1 / 20), pairwise_cost(x0, x1).numpy())
+    rows = torch.arange(30).repeat(4000)
+    cols = plan.partners(rows, torch.Generator().manual_seed(1))
+    counts = np.zeros((30, 20))
+    np.add.at(counts, (rows.numpy(), cols.numpy()), 1)
+    assert (counts[dense == 0] == 0).all()  # never a pair outside the plan
+    np.testing.assert_allclose(counts / counts.sum(), dense, atol=0.004)
+
+
+def test_dataset_plan_refuses_data_too_large(monkeypatch):
+    from translate import coupling
+
+    monkeypatch.setattr(coupling, "MAX_DATASET_PAIRS", 100)
+    with pytest.raises(coupling.TranslateError, match="flow.scope=local or global"):
+        coupling.DatasetPlan.solve(torch.zeros(11, 3), torch.zeros(10, 3))

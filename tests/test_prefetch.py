@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from translate.coupling import ExactOTCoupler, SinkhornCoupler
-from translate.prefetch import PairStream
+from translate.prefetch import MinibatchPairs, PairStream
 from translate.storage import LatentSampler
 from translate.train import Generators
 
@@ -18,8 +18,8 @@ def _stream(coupler, overlap, states=None):
     gens = Generators.create(seed=3, rank=0, device=torch.device("cpu"))
     if states:
         gens.restore(states)
-    a, b = LatentSampler(latents_a, gens.data), LatentSampler(latents_b, gens.data)
-    return PairStream(a, b, 8, coupler, gens, overlap)
+    a, b = LatentSampler(latents_a), LatentSampler(latents_b)
+    return PairStream(MinibatchPairs(a, b, coupler), 8, gens, overlap)
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,20 @@ def test_worker_errors_reach_the_trainer():
         stream.next()
     with pytest.raises(RuntimeError, match="solver failed"):
         stream.close()
+
+
+def test_plan_pairs_draw_distinct_rows_with_their_plan_partners():
+    from translate.coupling import DatasetPlan
+    from translate.prefetch import PlanPairs
+
+    g = torch.Generator().manual_seed(0)
+    latents_a, latents_b = torch.randn(40, 2, 3, 3, generator=g), torch.randn(40, 2, 3, 3)
+    plan = DatasetPlan.solve(latents_a, latents_b)
+    partner = plan.partners(torch.arange(40), torch.Generator())
+    source = PlanPairs(LatentSampler(latents_a), LatentSampler(latents_b), plan)
+    gens = Generators.create(seed=3, rank=0, device=torch.device("cpu"))
+    pairing = source(16, gens)
+    rows = [int(torch.where((latents_a == r).all(dim=(1, 2, 3)))[0]) for r in pairing.x0]
+    assert len(set(rows)) == 16
+    torch.testing.assert_close(pairing.x1, latents_b[partner[rows]])
+    assert pairing.cost_ratio == plan.cost_ratio < 1

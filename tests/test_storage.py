@@ -36,8 +36,8 @@ def test_sampler_draws_the_same_float32_batches_from_every_storage(cache_file):
     ]
     batches = []
     for storage in storages:
-        sampler = LatentSampler(storage, torch.Generator().manual_seed(1), "cpu")
-        batches.append([sampler.draw(16) for _ in range(4)])
+        sampler, generator = LatentSampler(storage, "cpu"), torch.Generator().manual_seed(1)
+        batches.append([sampler.draw(16, generator) for _ in range(4)])
     for other in batches[1:]:
         for want, got in zip(batches[0], other, strict=True):
             assert got.dtype == torch.float32 and torch.equal(got, want)

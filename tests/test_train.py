@@ -103,6 +103,19 @@ def test_overlap_and_memory_mapped_latents_train_exactly_like_the_plain_loop(wor
     assert weights[0] == weights[1] == weights[2]
 
 
+def test_dataset_scope_trains_the_same_with_and_without_overlap(workspace):
+    tmp, _, config = workspace
+    weights = []
+    for overlap in ("false", "true"):
+        out = tmp / f"run-dataset-{overlap}"
+        settings = ("flow.scope=dataset", f"train.overlap_coupling={overlap}", "train.steps=3")
+        train_module.main(config(*settings, f"train.output_dir={out}"))
+        weights.append(
+            (out / runs.FINAL / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+        )
+    assert weights[0] == weights[1]
+
+
 def test_speed_options_train_and_export_loadable_checkpoints(workspace):
     tmp, _, config = workspace
     out = tmp / "run-options"

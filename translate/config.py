@@ -17,7 +17,7 @@ from translate.errors import ConfigError
 
 SOURCES = ("emoji", "folders", "celeba")
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
-SCOPES = ("local", "global")
+SCOPES = ("local", "global", "dataset")
 METHODS = ("euler", "midpoint", "rk4", "dopri5")
 LATENT_STORAGES = ("auto", "memory", "mmap")
 
@@ -74,13 +74,17 @@ class VAEConfig:
 class FlowConfig:
     objective: str = "ot-cfm"  # ot-cfm: exact OT pairs | i-cfm: independent pairs | sb-cfm
     sigma: float = 0.0  # path noise: constant for i-cfm/ot-cfm, sigma*sqrt(t(1-t)) for sb-cfm
-    scope: str = "local"  # local: pair each process's batch; global: one plan over all processes
+    # local: pair each process's batch; global: one plan over all processes' batches;
+    # dataset (ot-cfm only): one exact plan over all training latents, solved once at the start
+    scope: str = "local"
     cost_resolution: int | None = None  # OT cost on latents average-pooled to this size
     sinkhorn_reg: float = 0.05  # sb-cfm: entropic regularisation, as a fraction of the mean cost
 
     def __post_init__(self) -> None:
         _choice("flow.objective", self.objective, OBJECTIVES)
         _choice("flow.scope", self.scope, SCOPES)
+        if self.scope == "dataset" and self.objective != "ot-cfm":
+            raise ConfigError("flow.scope=dataset needs flow.objective=ot-cfm")
         if self.sigma < 0:
             raise ConfigError(f"flow.sigma must be >= 0, got {self.sigma}")
 

@@ -1,7 +1,8 @@
-"""Minibatch coupling of an A-batch with a B-batch: independent, exact OT, entropic OT.
+"""Coupling of A-latents with B-latents: independent, exact OT, entropic OT.
 
-The cost is the squared Euclidean distance of the flattened (optionally pooled) latents,
-computed with torch on the batches' device; only the (n, n) cost matrix goes to POT.
+Per batch (``Coupler``), across processes (``GlobalCoupler``) or once over the whole training
+set (``DatasetPlan``). The cost is the squared Euclidean distance of the flattened (optionally
+pooled) latents, computed with torch on the latents' device; only the cost matrix goes to POT.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from translate.config import FlowConfig
+from translate.errors import TranslateError
 
 
 @dataclass(frozen=True)
@@ -138,3 +140,53 @@ class GlobalCoupler:
         )
         part = slice(self.rank * n, (self.rank + 1) * n)
         return Pairing(pairing.x0[part], pairing.x1[part], pairing.cost_ratio)
+
+
+MAX_DATASET_PAIRS = 10**8  # N_A * N_B; the float64 cost matrix takes 8 bytes per pair
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """An exact OT plan between all A-latents and all B-latents, stored sparsely (CSR by row).
+
+    Row i's partners are ``cols[start[i]:start[i + 1]]`` with probabilities proportional to
+    ``mass``. For equal, uniform data sets the plan is a permutation: one partner per row.
+    """
+
+    start: torch.Tensor  # (N_A + 1,) int64 offsets into cols and mass
+    cols: torch.Tensor  # (nnz,) int64 B indices
+    mass: torch.Tensor  # (nnz,) float64 plan entries
+    cost_ratio: float  # mean paired cost / mean cost of all pairs
+
+    @classmethod
+    def solve(
+        cls, latents_a: torch.Tensor, latents_b: torch.Tensor, cost_resolution: int | None = None
+    ) -> DatasetPlan:
+        """``ot.emd`` between uniform weights on latents_a (N_A, ...) and latents_b (N_B, ...)."""
+        n, m = len(latents_a), len(latents_b)
+        if n * m > MAX_DATASET_PAIRS:
+            raise TranslateError(
+                f"flow.scope=dataset solves one plan over all {n} x {m} training pairs; it "
+                f"supports up to {MAX_DATASET_PAIRS:.0e} pairs (about 10,000 images per domain): "
+                "use flow.scope=local or global"
+            )
+        cost = pairwise_cost(latents_a.float(), latents_b.float(), cost_resolution).cpu().numpy()
+        plan = ot.emd(np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost, numItermax=10**9)
+        rows, cols = np.nonzero(plan > 1e-12 / (n * m))  # row-major: already grouped by row
+        mass = plan[rows, cols]
+        if len(np.unique(rows)) != n:
+            raise TranslateError("the dataset-level OT solver did not converge")
+        ratio = float((plan * cost).sum() / max(cost.mean(), 1e-12))
+        start = np.searchsorted(rows, np.arange(n + 1))
+        return cls(torch.as_tensor(start), torch.as_tensor(cols), torch.as_tensor(mass), ratio)
+
+    def partners(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One B index per A index in ``rows`` (n,), drawn from each row's share of the plan."""
+        first, last = self.start[rows], self.start[rows + 1]  # each row's entries
+        cumulative = torch.cumsum(self.mass, 0)
+        before = torch.where(first > 0, cumulative[(first - 1).clamp_min(0)], 0.0)
+        target = before + torch.rand(len(rows), generator=generator, dtype=torch.float64) * (
+            cumulative[last - 1] - before
+        )
+        pick = torch.searchsorted(cumulative, target, right=True)
+        return self.cols[torch.minimum(torch.maximum(pick, first), last - 1)]

@@ -13,33 +13,57 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-from translate.coupling import Pairing
+from translate.coupling import DatasetPlan, Pairing
+from translate.storage import LatentSampler
 
 GENERATORS = ("data", "coupling")  # the streams the worker owns
+
+
+class MinibatchPairs:
+    """Each step: an A-batch and a B-batch drawn independently, paired by ``coupler``."""
+
+    def __init__(self, sample_a: LatentSampler, sample_b: LatentSampler, coupler) -> None:
+        self.sample_a, self.sample_b, self.coupler = sample_a, sample_b, coupler
+        self.device = sample_a.device
+
+    def __call__(self, n: int, gens) -> Pairing:
+        x0 = self.sample_a.draw(n, gens.data)
+        x1 = self.sample_b.draw(n, gens.data)
+        return self.coupler(x0, x1, gens.coupling)
+
+
+class PlanPairs:
+    """Each step: n distinct A-latents and, for each, a partner from a fixed ``DatasetPlan``."""
+
+    def __init__(self, sample_a: LatentSampler, sample_b: LatentSampler, plan: DatasetPlan):
+        self.sample_a, self.sample_b, self.plan = sample_a, sample_b, plan
+        self.device = sample_a.device
+
+    def __call__(self, n: int, gens) -> Pairing:
+        rows = self.sample_a.indices(n, gens.data)
+        cols = self.plan.partners(rows, gens.coupling)
+        return Pairing(self.sample_a.take(rows), self.sample_b.take(cols), self.plan.cost_ratio)
 
 
 class PairStream:
     """``next()`` gives the pairing of each step in order; ``generator_state()`` the resume point.
 
-    ``sample_a``/``sample_b`` have ``draw(n) -> (n, C, h, w)`` and use ``gens.data``; ``coupler``
-    is called as ``coupler(x0, x1, gens.coupling)``.
+    ``source(n, gens)`` returns the n pairs of one step (``MinibatchPairs`` or ``PlanPairs``)
+    and uses only ``gens.data`` and ``gens.coupling``.
     """
 
-    def __init__(self, sample_a, sample_b, batch_size: int, coupler, gens, overlap: bool) -> None:
-        self.sample_a, self.sample_b, self.batch_size = sample_a, sample_b, batch_size
-        self.coupler, self.gens, self.overlap = coupler, gens, overlap
+    def __init__(self, source, batch_size: int, gens, overlap: bool) -> None:
+        self.source, self.batch_size, self.gens, self.overlap = source, batch_size, gens, overlap
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="coupling") if overlap else None
         self._pending: Future | None = None
         self._snapshot: dict[str, torch.Tensor] = {}
-        device = sample_a.device
+        device = source.device
         self._stream = torch.cuda.Stream(device) if overlap and device.type == "cuda" else None
 
     def _compute(self) -> tuple[Pairing, torch.cuda.Event | None]:
         context = torch.cuda.stream(self._stream) if self._stream else contextlib.nullcontext()
         with context:
-            x0 = self.sample_a.draw(self.batch_size)
-            x1 = self.sample_b.draw(self.batch_size)
-            pairing = self.coupler(x0, x1, self.gens.coupling)
+            pairing = self.source(self.batch_size, self.gens)
             event = torch.cuda.Event() if self._stream else None
             if event is not None:
                 event.record(self._stream)

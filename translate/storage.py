@@ -39,25 +39,29 @@ class LatentSampler:
     on ``device`` either way, with the same values.
     """
 
-    def __init__(
-        self,
-        latents: torch.Tensor,
-        generator: torch.Generator,
-        device: torch.device | str | None = None,
-    ) -> None:
-        self.latents, self.generator = latents, generator
+    def __init__(self, latents: torch.Tensor, device: torch.device | str | None = None) -> None:
+        self.latents = latents
         self.device = torch.device(device) if device is not None else latents.device
 
-    def draw(self, n: int) -> torch.Tensor:
-        """(n, C, h, w) float32 on ``device``, without repeats when N >= n."""
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def indices(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n row indices (CPU, int64), without repeats when N >= n."""
         count = len(self.latents)
         if count >= n:
-            index = torch.randperm(count, generator=self.generator)[:n]
-        else:
-            index = torch.randint(count, (n,), generator=self.generator)
+            return torch.randperm(count, generator=generator)[:n]
+        return torch.randint(count, (n,), generator=generator)
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows ``index`` (n,) as float32 (n, C, h, w) on ``device``."""
         rows = self.latents[index.to(self.latents.device)]
         if rows.device != self.device:
             if self.device.type == "cuda":
                 rows = rows.pin_memory()
             rows = rows.to(self.device, non_blocking=True)
         return rows.float()
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, C, h, w) float32 on ``device``: ``take(indices(n))``."""
+        return self.take(self.indices(n, generator))

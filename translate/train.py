@@ -29,13 +29,13 @@ from tqdm.auto import tqdm
 
 from translate import runs
 from translate.config import Config, config_from_dict, to_dict, to_yaml
-from translate.coupling import Coupler, GlobalCoupler, Pairing, build_coupler
+from translate.coupling import Coupler, DatasetPlan, GlobalCoupler, Pairing, build_coupler
 from translate.errors import TranslateError
 from translate.flow import ProbabilityPath, build_path, cfm_loss
 from translate.images import grid, load_rgb, resize_center_crop
 from translate.model import build_unet, velocity
 from translate.pipeline import Translator, TranslatorInfo, replace_dir
-from translate.prefetch import PairStream
+from translate.prefetch import MinibatchPairs, PairStream, PlanPairs
 from translate.stages import PreparedData, prepare_data
 from translate.storage import LatentSampler, free_memory, keep_in_memory
 
@@ -172,25 +172,39 @@ class Trainer:
             train_sets = tuple(x.to(device, copy=True) for x in train_sets)
         else:
             accelerator.print(f"reading {nbytes / 2**30:.2f} GiB of latents from the cache files")
-        self.sample_a = LatentSampler(train_sets[0], self.gens.data, device)
-        self.sample_b = LatentSampler(train_sets[1], self.gens.data, device)
-        coupler: Coupler = build_coupler(cfg.flow)
-        if cfg.flow.scope == "global" and accelerator.num_processes > 1:
-            coupler = GlobalCoupler(
-                coupler, accelerator.gather, accelerator.process_index, accelerator.num_processes
-            )
-        # the next step's pairing is computed while this step runs (not with global scope,
-        # whose gather is a collective that must stay on the training thread)
-        overlap = cfg.train.overlap_coupling
-        if overlap is None:
-            overlap = device.type == "cuda"
-        overlap = overlap and not isinstance(coupler, GlobalCoupler)
+        sample_a, sample_b = (LatentSampler(x, device) for x in train_sets)
         self.pairs = PairStream(
-            self.sample_a, self.sample_b, cfg.train.batch_size, coupler, self.gens, overlap
+            self._pair_source(sample_a, sample_b),
+            cfg.train.batch_size,
+            self.gens,
+            # the next step's pairing is computed while this step runs (not with global scope,
+            # whose gather is a collective that must stay on the training thread)
+            overlap=self._overlap(),
         )
         self.path = build_path(cfg.flow.objective, cfg.flow.sigma)
         self.step = 0
         self._samples: list | None = None  # see _sample_sources
+
+    def _pair_source(
+        self, sample_a: LatentSampler, sample_b: LatentSampler
+    ) -> MinibatchPairs | PlanPairs:
+        cfg, acc = self.cfg, self.accelerator
+        if cfg.flow.scope == "dataset":  # every process solves the same plan (deterministic)
+            acc.print(f"solving the OT plan between {len(sample_a)} and {len(sample_b)} latents")
+            plan = DatasetPlan.solve(sample_a.latents, sample_b.latents, cfg.flow.cost_resolution)
+            return PlanPairs(sample_a, sample_b, plan)
+        coupler: Coupler = build_coupler(cfg.flow)
+        if cfg.flow.scope == "global" and acc.num_processes > 1:
+            coupler = GlobalCoupler(coupler, acc.gather, acc.process_index, acc.num_processes)
+        return MinibatchPairs(sample_a, sample_b, coupler)
+
+    def _overlap(self) -> bool:
+        overlap = self.cfg.train.overlap_coupling
+        if overlap is None:
+            overlap = self.accelerator.device.type == "cuda"
+        return overlap and not (
+            self.cfg.flow.scope == "global" and self.accelerator.num_processes > 1
+        )
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> Path:
