@@ -150,12 +150,13 @@ class DatasetPlan:
     """An exact OT plan between all A-latents and all B-latents, stored sparsely (CSR by row).
 
     Row i's partners are ``cols[start[i]:start[i + 1]]`` with probabilities proportional to
-    ``mass``. For equal, uniform data sets the plan is a permutation: one partner per row.
+    their plan entries, kept as the running sum ``cumulative``. For equal, uniform data sets the
+    plan is a permutation: one partner per row.
     """
 
     start: torch.Tensor  # (N_A + 1,) int64 offsets into cols and mass
     cols: torch.Tensor  # (nnz,) int64 B indices
-    mass: torch.Tensor  # (nnz,) float64 plan entries
+    cumulative: torch.Tensor  # (nnz,) float64 running sum of the plan entries, in cols order
     cost_ratio: float  # mean paired cost / mean cost of all pairs
 
     @classmethod
@@ -178,12 +179,13 @@ class DatasetPlan:
             raise TranslateError("the dataset-level OT solver did not converge")
         ratio = float((plan * cost).sum() / max(cost.mean(), 1e-12))
         start = np.searchsorted(rows, np.arange(n + 1))
-        return cls(torch.as_tensor(start), torch.as_tensor(cols), torch.as_tensor(mass), ratio)
+        cumulative = torch.cumsum(torch.as_tensor(mass), 0)
+        return cls(torch.as_tensor(start), torch.as_tensor(cols), cumulative, ratio)
 
     def partners(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One B index per A index in ``rows`` (n,), drawn from each row's share of the plan."""
         first, last = self.start[rows], self.start[rows + 1]  # each row's entries
-        cumulative = torch.cumsum(self.mass, 0)
+        cumulative = self.cumulative
         before = torch.where(first > 0, cumulative[(first - 1).clamp_min(0)], 0.0)
         target = before + torch.rand(len(rows), generator=generator, dtype=torch.float64) * (
             cumulative[last - 1] - before

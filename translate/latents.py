@@ -6,6 +6,7 @@ own config, so the flow sees roughly unit-variance inputs whatever the VAE.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +26,18 @@ from tqdm.auto import tqdm
 
 from translate.errors import TranslateError
 from translate.images import load_rgb, resize_center_crop, to_pil, to_tensor
+
+
+@contextlib.contextmanager
+def quiet_diffusers():
+    """Silence diffusers' warnings (not its errors) inside the block."""
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
 
 VAE_CLASSES = {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny": AutoencoderTiny}
 CACHE_FORMAT = 1  # bump when the cache layout or the preprocessing changes
@@ -77,12 +90,8 @@ class LatentCodec:
         if dtype != self.dtype:
             # diffusers warns about casting with to() for models with float32-only submodules;
             # AutoencoderKL and AutoencoderTiny have none (the list it prints is empty)
-            level = diffusers_logging.get_verbosity()
-            diffusers_logging.set_verbosity_error()
-            try:
+            with quiet_diffusers():
                 self.vae.to(dtype=dtype)
-            finally:
-                diffusers_logging.set_verbosity(level)
 
     @property
     def device(self) -> torch.device:

@@ -6,7 +6,6 @@ the path (``translate.flow``) and regress the UNet onto the target velocity.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -22,7 +21,6 @@ from accelerate.utils import ProjectConfiguration
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -33,6 +31,7 @@ from translate.coupling import Coupler, DatasetPlan, GlobalCoupler, Pairing, bui
 from translate.errors import TranslateError
 from translate.flow import ProbabilityPath, build_path, cfm_loss
 from translate.images import grid, load_rgb, resize_center_crop
+from translate.latents import quiet_diffusers
 from translate.model import build_unet, velocity
 from translate.pipeline import Translator, TranslatorInfo, replace_dir
 from translate.prefetch import MinibatchPairs, PairStream, PlanPairs
@@ -334,7 +333,7 @@ class Trainer:
             raise TranslateError(f"not a resumable state folder: {state}")
         acc = self.accelerator
         acc.load_state(str(state))
-        with _quiet_diffusers():  # EMA fields in config.json are not UNet arguments
+        with quiet_diffusers():  # EMA fields in config.json are not UNet arguments
             ema = EMAModel.from_pretrained(str(state / "ema"), model_cls=UNet2DModel)
         self.ema.load_state_dict(ema.state_dict())
         self.ema.to(acc.device)
@@ -413,16 +412,6 @@ def _check_same_run(out: Path, cfg: Config) -> None:
             f"{out} holds a run with a different config ({', '.join(changed)}); "
             "use a new train.output_dir or restore those values"
         )
-
-
-@contextlib.contextmanager
-def _quiet_diffusers():
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(level)
 
 
 def _flat(values: dict, prefix: str = "") -> dict:
