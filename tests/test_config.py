@@ -50,6 +50,7 @@ def test_wrong_type_is_one_line():
         ("sample.method=heun", "euler, midpoint, rk4, dopri5"),
         ("train.steps=0", "positive"),
         ("model.attention=[true]", "one entry per"),
+        ("flow.sinkhorn_reg=-0.1", "sinkhorn_reg must be >= 0"),
     ],
 )
 def test_invalid_values(override, match):
@@ -98,5 +99,8 @@ def test_dataset_scope_needs_exact_ot():
     from translate.config import ConfigError
 
     assert load_config(None, ["flow.scope=dataset"]).flow.scope == "dataset"
-    with pytest.raises(ConfigError, match="flow.scope=dataset needs flow.objective=ot-cfm"):
-        load_config(None, ["flow.scope=dataset", "flow.objective=i-cfm"])
+    bridge = ["flow.scope=dataset", "flow.objective=sb-cfm", "flow.sigma=1.0"]
+    assert load_config(None, [*bridge, "flow.sinkhorn_reg=0"]).flow.scope == "dataset"
+    for refused in (["flow.scope=dataset", "flow.objective=i-cfm"], bridge):
+        with pytest.raises(ConfigError, match="flow.scope=dataset needs the exact plan"):
+            load_config(None, refused)

@@ -64,6 +64,8 @@ def test_build_coupler_by_objective():
     assert isinstance(build_coupler(FlowConfig(objective="ot-cfm")), ExactOTCoupler)
     assert isinstance(build_coupler(FlowConfig(objective="i-cfm")), IndependentCoupler)
     assert isinstance(build_coupler(FlowConfig(objective="sb-cfm", sigma=0.1)), SinkhornCoupler)
+    exact_bridge = FlowConfig(objective="sb-cfm", sigma=0.1, sinkhorn_reg=0.0)
+    assert isinstance(build_coupler(exact_bridge), ExactOTCoupler)
 
 
 def test_global_coupler_slices_one_plan():

@@ -75,18 +75,30 @@ class FlowConfig:
     objective: str = "ot-cfm"  # ot-cfm: exact OT pairs | i-cfm: independent pairs | sb-cfm
     sigma: float = 0.0  # path noise: constant for i-cfm/ot-cfm, sigma*sqrt(t(1-t)) for sb-cfm
     # local: pair each process's batch; global: one plan over all processes' batches;
-    # dataset (ot-cfm only): one exact plan over all training latents, solved once at the start
+    # dataset (exact plan only): one exact plan over all training latents, solved once at the start
     scope: str = "local"
     cost_resolution: int | None = None  # OT cost on latents average-pooled to this size
-    sinkhorn_reg: float = 0.05  # sb-cfm: entropic regularisation, as a fraction of the mean cost
+    # sb-cfm: entropic regularisation, as a fraction of the mean cost; 0 pairs by the exact plan
+    # (the limit of a vanishing regulariser: exact OT pairs with Brownian-bridge noise)
+    sinkhorn_reg: float = 0.05
 
     def __post_init__(self) -> None:
         _choice("flow.objective", self.objective, OBJECTIVES)
         _choice("flow.scope", self.scope, SCOPES)
-        if self.scope == "dataset" and self.objective != "ot-cfm":
-            raise ConfigError("flow.scope=dataset needs flow.objective=ot-cfm")
+        if self.scope == "dataset" and not self.exact_plan:
+            raise ConfigError(
+                "flow.scope=dataset needs the exact plan: flow.objective=ot-cfm, "
+                "or sb-cfm with flow.sinkhorn_reg=0"
+            )
         if self.sigma < 0:
             raise ConfigError(f"flow.sigma must be >= 0, got {self.sigma}")
+        if self.sinkhorn_reg < 0:
+            raise ConfigError(f"flow.sinkhorn_reg must be >= 0, got {self.sinkhorn_reg}")
+
+    @property
+    def exact_plan(self) -> bool:
+        """Whether pairs come from the exact OT plan (ot-cfm, or sb-cfm without regulariser)."""
+        return self.objective == "ot-cfm" or (self.objective == "sb-cfm" and self.sinkhorn_reg == 0)
 
 
 @dataclass

@@ -108,8 +108,8 @@ class SinkhornCoupler(Coupler):
 
 
 def build_coupler(cfg: FlowConfig) -> Coupler:
-    """The coupler an objective calls for."""
-    if cfg.objective == "ot-cfm":
+    """The coupler an objective calls for (sb-cfm with ``sinkhorn_reg=0``: the exact plan)."""
+    if cfg.exact_plan:
         return ExactOTCoupler(cfg.cost_resolution)
     if cfg.objective == "sb-cfm":
         return SinkhornCoupler(cfg.sinkhorn_reg, cfg.cost_resolution)
