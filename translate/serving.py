@@ -26,7 +26,7 @@ MAX_STEPS = 64
 OBJECTIVE_NAMES = {
     "ot-cfm": "OT-CFM (exact minibatch optimal transport)",
     "i-cfm": "I-CFM (independent coupling)",
-    "sb-cfm": "SB-CFM (entropic optimal transport, Schrödinger bridge)",
+    "sb-cfm": "SB-CFM (Schrödinger bridge: noise around optimal-transport pairs)",
 }
 
 
