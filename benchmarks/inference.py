@@ -23,7 +23,7 @@ from translate.autoencoder import build_autoencoder
 from translate.config import Config
 from translate.latents import LatentCodec
 from translate.model import build_unet
-from translate.pipeline import TranslatorInfo
+from translate.pipeline import TranslatorInfo, resolve_vae_dtype
 
 
 def random_translator(device: torch.device, vae_dtype: str) -> Translator:
@@ -35,7 +35,8 @@ def random_translator(device: torch.device, vae_dtype: str) -> Translator:
     side = cfg.data.resolution // codec.downsample_factor
     unet = build_unet(cfg.model, side, own.latent_channels)
     info = TranslatorInfo("A", "B", cfg.data.resolution)
-    return Translator(unet, codec, info, device, vae_dtype=vae_dtype)
+    codec.to_dtype(resolve_vae_dtype(vae_dtype, device))
+    return Translator(unet, codec, info, device)
 
 
 def measure(tr: Translator, batch: int, nfes: list[int], repeats: int, device) -> list[dict]:

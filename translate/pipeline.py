@@ -89,15 +89,11 @@ class Translator:
         info: TranslatorInfo,
         device: str | torch.device | None = "auto",
         examples: dict[str, list[Image.Image]] | None = None,
-        vae_dtype: str | torch.dtype | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.unet = unet.eval().requires_grad_(False).to(self.device)
         self.codec = codec
-        self.codec.vae.to(self.device)
-        # encode and decode run in this dtype (None: as given); latents and the UNet stay float32
-        if vae_dtype is not None:
-            self.codec.to_dtype(resolve_vae_dtype(vae_dtype, self.device))
+        self.codec.vae.to(self.device)  # in its own dtype; latents and the UNet stay float32
         self.info = info
         # direction -> held-out source images to try, e.g. {"a2b": [...], "b2a": [...]}
         self.examples = examples or {}
