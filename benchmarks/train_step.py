@@ -28,7 +28,7 @@ from translate.latents import load_latent_file
 from translate.model import build_unet
 from translate.prefetch import MinibatchPairs, PairStream
 from translate.storage import LatentSampler
-from translate.train import Generators, flow_step_loss
+from translate.train import Generators, flow_step
 
 
 def latent_shape(cfg) -> tuple[int, int, int]:
@@ -61,7 +61,7 @@ class Setup:
         return PairStream(MinibatchPairs(a, b, coupler), self.batch, gens, overlap), gens
 
     def update(self, pairing, gens) -> None:
-        loss = flow_step_loss(self.unet, pairing, self.path, gens.path)
+        loss = flow_step(self.unet, pairing, self.path, gens.path).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
         self.optimizer.step()
@@ -107,7 +107,7 @@ def breakdown(setup: Setup, steps: int) -> dict[str, float]:
         pairing = clock("coupling", lambda x0=x0, x1=x1: coupler(x0, x1, gens.coupling))
         clock(
             "forward+backward",
-            lambda p=pairing: flow_step_loss(setup.unet, p, setup.path, gens.path).backward(),
+            lambda p=pairing: flow_step(setup.unet, p, setup.path, gens.path).loss.backward(),
         )
 
         def opt():

@@ -7,7 +7,7 @@ Both loops train the same UNet (same initial weights) on the same random latents
 batch size and AdamW settings, for the same number of steps, alternating in rounds so that
 machine noise hits both alike:
 - ours: the trainer's step (``PairStream`` with the exact coupler, overlapped on CUDA and
-  serial on a CPU as in training, then ``flow_step_loss``);
+  serial on a CPU as in training, then ``flow_step``);
 - torchcfm: ``ExactOptimalTransportConditionalFlowMatcher``'s OT sampling (a plan from
   ``ot.emd``, then pairs drawn from it) and its ``x_t``/``u_t``, with the same UNet adapter.
 Reports steps/s of each and their ratio, the mean paired cost (over the mean cost of random

@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from translate.flow import ProbabilityPath, build_path, cfm_loss
+from translate.flow import (
+    ProbabilityPath,
+    build_path,
+    cfm_loss,
+    cfm_step,
+    predicted_endpoints,
+    sample_time,
+)
 
 
 @pytest.fixture
@@ -50,3 +57,41 @@ def test_noise_required_when_sigma_positive(batch):
 def test_loss_is_mse():
     a, b = torch.ones(2, 3), torch.zeros(2, 3)
     assert cfm_loss(a, b).item() == pytest.approx(1.0)
+
+
+def test_predicted_endpoints_are_exact_on_the_straight_path(batch):
+    x0, x1, t, _ = batch
+    s = ProbabilityPath().sample(x0, x1, t)
+    z_a, z_b = predicted_endpoints(s.x_t, s.t, s.u_t)
+    torch.testing.assert_close(z_a, x0)
+    torch.testing.assert_close(z_b, x1)
+
+
+def test_uniform_time_is_the_plain_draw():
+    a = sample_time("uniform", 7, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, torch.rand(7, generator=torch.Generator().manual_seed(1)))
+
+
+def test_time_samplings_weight_the_middle_or_the_ends():
+    g = torch.Generator().manual_seed(0)
+    ends = {}
+    for name in ("uniform", "logit-normal", "u-shape"):
+        t = sample_time(name, 20000, g)
+        assert 0 <= t.min() and t.max() <= 1
+        ends[name] = ((t < 0.1) | (t > 0.9)).float().mean().item()
+    assert ends["uniform"] == pytest.approx(0.2, abs=0.01)
+    assert ends["logit-normal"] < 0.05  # sigmoid(N(0,1)) rarely leaves [0.1, 0.9]
+    assert ends["u-shape"] == pytest.approx(0.41, abs=0.01)  # arcsine law: 4/pi asin(sqrt(.1))
+    with pytest.raises(ValueError, match="unknown time sampling"):
+        sample_time("cosine", 3, g)
+
+
+def test_cfm_step_regresses_the_field_onto_the_target(batch):
+    x0, x1, _, _ = batch
+
+    def exact(x, t):  # the true velocity of straight paths with these pairs
+        return x1 - x0
+
+    step = cfm_step(exact, x0, x1, ProbabilityPath(), torch.Generator().manual_seed(0))
+    assert step.loss.item() == 0.0
+    torch.testing.assert_close(step.velocity, x1 - x0)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from translate import Translator, runs
+from translate import flow as flow_module
 from translate import train as train_module
 from translate.config import load_config
 from translate.errors import TranslateError
@@ -151,7 +152,7 @@ def test_kill_during_save_resumes_from_previous_state(workspace, monkeypatch):
 def test_nan_loss_stops_without_a_poisoned_checkpoint(workspace, monkeypatch):
     tmp, _, config = workspace
     cfg = config("train.steps=8", "train.checkpoint_every=3", "train.sample_every=100")
-    real_loss = train_module.cfm_loss
+    real_loss = flow_module.cfm_loss
     calls = []
 
     def poisoned(pred, target):
@@ -159,7 +160,7 @@ def test_nan_loss_stops_without_a_poisoned_checkpoint(workspace, monkeypatch):
         loss = real_loss(pred, target)
         return loss * float("nan") if len(calls) == 5 else loss
 
-    monkeypatch.setattr(train_module, "cfm_loss", poisoned)
+    monkeypatch.setattr(flow_module, "cfm_loss", poisoned)
     with pytest.raises(TranslateError, match="loss became nan at step 5; stopped without saving"):
         train_module.main(cfg)
     assert runs.latest_state(tmp / "run").name == "step-000003"
@@ -188,3 +189,35 @@ def test_cli_errors_are_one_line(repo, tmp_path):
         tmp_path,
     )
     assert missing.returncode == 2 and "data folder not found" in missing.stderr
+
+
+def _final_unet(out):
+    return (out / runs.FINAL / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+
+
+def test_adversarial_weight_zero_is_the_plain_recipe_bit_for_bit(workspace):
+    tmp, _, config = workspace
+    plain, zero = tmp / "run-plain", tmp / "run-zero"
+    train_module.main(config("train.steps=3", f"train.output_dir={plain}"))
+    off = ("adversarial.weight=0", "adversarial.start=0", "adversarial.r1_gamma=1")
+    train_module.main(config(*off, "train.steps=3", f"train.output_dir={zero}"))
+    assert _final_unet(plain) == _final_unet(zero)
+    assert not (runs.latest_state(zero) / "adversarial").exists()
+
+
+def test_adversarial_term_trains_saves_and_resumes_exactly(workspace):
+    tmp, _, config = workspace
+    adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
+    plain, whole, split = tmp / "run-plain", tmp / "run-adv", tmp / "run-adv-split"
+    train_module.main(config("train.steps=6", f"train.output_dir={plain}"))
+    train_module.main(config(*adv, "train.steps=6", f"train.output_dir={whole}"))
+    assert _final_unet(whole) != _final_unet(plain)  # the term changes the field
+    state = runs.latest_state(whole) / "adversarial"
+    assert (state / "discriminators.safetensors").is_file() and (state / "optimizer.bin").is_file()
+    # stopped at step 3 and resumed: the discriminators and their optimizer come back exactly
+    train_module.main(config(*adv, "train.steps=3", f"train.output_dir={split}"))
+    train_module.main(config(*adv, "train.steps=6", f"train.output_dir={split}"))
+    assert _final_unet(split) == _final_unet(whole)
+    translator = Translator.from_pretrained(split / runs.FINAL, device="cpu")
+    (out,) = translator([tmp / "run-adv" / "samples" / "step-000006.png"], steps=2)
+    assert out.size == (16, 16)

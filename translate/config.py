@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from translate.errors import ConfigError
+from translate.flow import TIME_SAMPLINGS
 
 SOURCES = ("emoji", "folders", "celeba")
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
@@ -81,10 +82,13 @@ class FlowConfig:
     # sb-cfm: entropic regularisation, as a fraction of the mean cost; 0 pairs by the exact plan
     # (the limit of a vanishing regulariser: exact OT pairs with Brownian-bridge noise)
     sinkhorn_reg: float = 0.05
+    # training times: uniform | logit-normal (the middle) | u-shape (both ends; translate.flow)
+    time_sampling: str = "uniform"
 
     def __post_init__(self) -> None:
         _choice("flow.objective", self.objective, OBJECTIVES)
         _choice("flow.scope", self.scope, SCOPES)
+        _choice("flow.time_sampling", self.time_sampling, TIME_SAMPLINGS)
         if self.scope == "dataset" and not self.exact_plan:
             raise ConfigError(
                 "flow.scope=dataset needs the exact plan: flow.objective=ot-cfm, "
@@ -99,6 +103,25 @@ class FlowConfig:
     def exact_plan(self) -> bool:
         """Whether pairs come from the exact OT plan (ot-cfm, or sb-cfm without regulariser)."""
         return self.objective == "ot-cfm" or (self.objective == "sb-cfm" and self.sinkhorn_reg == 0)
+
+
+@dataclass
+class AdversarialConfig:
+    """The adversarial endpoint term (translate.adversarial); weight 0 is plain CFM."""
+
+    weight: float = 0.0  # lambda on the generator loss, added to the CFM regression
+    start: int = 200  # optimizer steps of pure CFM before the term starts (warm start)
+    ramp: int = 200  # steps over which lambda rises linearly from 0 to weight
+    r1_gamma: float = 0.05  # R1 gradient penalty on real latents (Mescheder et al. 2018)
+    lr: float = 2e-4  # discriminators' AdamW learning rate
+    width: int = 64  # channels of the discriminators' first layer
+
+    def __post_init__(self) -> None:
+        for key in ("weight", "start", "ramp", "r1_gamma"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"adversarial.{key} must be >= 0, got {getattr(self, key)}")
+        _positive("adversarial.lr", self.lr)
+        _positive("adversarial.width", self.width)
 
 
 @dataclass
@@ -177,6 +200,7 @@ class Config:
     vae: VAEConfig = field(default_factory=VAEConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 

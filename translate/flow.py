@@ -11,16 +11,21 @@ The one time convention of the project:
               (1 - 2t) / (2 t (1 - t)) * sigma_t * eps                  (Tong et al. 2023, eq. 17)
 
 Integrating the learned field from t=0 to 1 translates A -> B; from 1 to 0, B -> A.
+
+Training draws t from a named distribution (``TIME_SAMPLINGS``), and the one-step endpoint
+predictions of a field v at (x_t, t) are  z_B = x_t + (1 - t) v  and  z_A = x_t - t v.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 T_EPS = 1e-5  # keeps the SB-CFM term finite at the end points
+TIME_SAMPLINGS = ("uniform", "logit-normal", "u-shape")
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,42 @@ class ProbabilityPath:
         return PathSample(t, x_t, u_t)
 
 
+def sample_time(
+    sampling: str, n: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Training times (n,) in [0, 1] from a named distribution.
+
+    - ``uniform``: U(0, 1) (Lipman et al. 2023; Tong et al. 2023).
+    - ``logit-normal``: sigmoid(N(0, 1)), weighting the middle of the path (Esser et al. 2024,
+      "Scaling Rectified Flow Transformers", eq. 19 with m=0, s=1).
+    - ``u-shape``: the arcsine law Beta(1/2, 1/2), t = (1 - cos(pi u)) / 2 with u ~ U(0, 1),
+      weighting both ends, where the one-step endpoint predictions are made.
+
+    Raises ValueError for an unknown name.
+    """
+    if sampling == "uniform":
+        return torch.rand(n, generator=generator, device=device)
+    if sampling == "logit-normal":
+        return torch.sigmoid(torch.randn(n, generator=generator, device=device))
+    if sampling == "u-shape":
+        u = torch.rand(n, generator=generator, device=device)
+        return (1 - torch.cos(torch.pi * u)) / 2
+    raise ValueError(f"unknown time sampling {sampling!r}; choose from {TIME_SAMPLINGS}")
+
+
+def predicted_endpoints(
+    x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Euler step of the field to each end of the path: (z_A, z_B), each like ``x_t``.
+
+    ``x_t`` and ``v`` (batch, C, h, w), ``t`` (batch,). z_B = x_t + (1 - t) v and
+    z_A = x_t - t v: on a straight path with v = x_B - x_A both are exact (Liu et al. 2023,
+    rectified flow, eq. 1 integrated in one step).
+    """
+    tb = _expand(t, x_t)
+    return x_t - tb * v, x_t + (1 - tb) * v
+
+
 def build_path(objective: str, sigma: float) -> ProbabilityPath:
     """The path an objective calls for: a Brownian bridge for sb-cfm, constant noise otherwise."""
     return ProbabilityPath(sigma, bridge=objective == "sb-cfm")
@@ -77,3 +118,29 @@ def build_path(objective: str, sigma: float) -> ProbabilityPath:
 def cfm_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error between predicted and target velocities, in float32."""
     return F.mse_loss(predicted.float(), target.float())
+
+
+@dataclass(frozen=True)
+class CFMStep:
+    """One flow-matching regression: the loss, the path sample and the predicted velocity."""
+
+    loss: torch.Tensor  # scalar
+    sample: PathSample
+    velocity: torch.Tensor  # (batch, C, h, w), v(x_t, t)
+
+
+def cfm_step(
+    field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    path: ProbabilityPath,
+    generator: torch.Generator,
+    time_sampling: str = "uniform",
+) -> CFMStep:
+    """Sample t (and noise) on the path between paired latents x0, x1 (batch, C, h, w) and
+    regress ``field(x_t, t)`` onto u_t (Tong et al. 2023, eq. 9 with the coupling's pairs)."""
+    t = sample_time(time_sampling, len(x0), generator, x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device) if path.sigma > 0 else None
+    sample = path.sample(x0, x1, t, noise)
+    v = field(sample.x_t, sample.t)
+    return CFMStep(cfm_loss(v, sample.u_t), sample, v)

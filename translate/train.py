@@ -26,10 +26,11 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from translate import runs
+from translate.adversarial import Adversary, Endpoints, ramp
 from translate.config import Config, config_from_dict, to_dict, to_yaml
 from translate.coupling import Coupler, DatasetPlan, GlobalCoupler, Pairing, build_coupler
 from translate.errors import TranslateError
-from translate.flow import ProbabilityPath, build_path, cfm_loss
+from translate.flow import CFMStep, ProbabilityPath, build_path, cfm_step, predicted_endpoints
 from translate.images import grid, load_rgb, resize_center_crop
 from translate.latents import quiet_diffusers
 from translate.model import build_unet, velocity
@@ -63,15 +64,17 @@ class Generators:
             getattr(self, name).set_state(value)
 
 
-def flow_step_loss(
-    unet, pairing: Pairing, path: ProbabilityPath, generator: torch.Generator
-) -> torch.Tensor:
-    """One CFM regression on paired batches: sample t (and noise) on the path, predict, MSE."""
-    x0 = pairing.x0
-    t = torch.rand(len(x0), generator=generator, device=x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device) if path.sigma > 0 else None
-    sample = path.sample(x0, pairing.x1, t, noise)
-    return cfm_loss(velocity(unet, sample.x_t, sample.t), sample.u_t)
+def flow_step(
+    unet,
+    pairing: Pairing,
+    path: ProbabilityPath,
+    generator: torch.Generator,
+    time_sampling: str = "uniform",
+) -> CFMStep:
+    """One CFM regression of the UNet on paired batches (``translate.flow.cfm_step``)."""
+    return cfm_step(
+        lambda x, t: velocity(unet, x, t), pairing.x0, pairing.x1, path, generator, time_sampling
+    )
 
 
 def main(cfg: Config) -> Path:
@@ -181,6 +184,12 @@ class Trainer:
             overlap=self._overlap(),
         )
         self.path = build_path(cfg.flow.objective, cfg.flow.sigma)
+        adv = cfg.adversarial
+        self.adversary = None  # weight 0: no discriminators at all, the plain recipe
+        if adv.weight > 0:
+            self.adversary = Adversary(
+                latent_shape[0], adv.width, adv.lr, adv.r1_gamma, device, seed=cfg.train.seed
+            )
         self.step = 0
         self._samples: list | None = None  # see _sample_sources
 
@@ -234,8 +243,18 @@ class Trainer:
             with acc.accumulate(self.unet):
                 pairing = self.pairs.next()
                 cost_ratio = pairing.cost_ratio
-                loss = flow_step_loss(self.unet, pairing, self.path, self.gens.path)
-                mean_loss = acc.gather(loss.detach()[None]).mean().item()
+                step = flow_step(
+                    self.unet, pairing, self.path, self.gens.path, cfg.flow.time_sampling
+                )
+                loss = step.loss
+                adv_weight, fake = self._adversarial_weight(), None
+                if adv_weight > 0:
+                    fake = Endpoints(
+                        *predicted_endpoints(step.sample.x_t, step.sample.t, step.velocity)
+                    )
+                    adv_loss = self.adversary.generator_loss(fake)
+                    loss = loss + adv_weight * adv_loss
+                mean_loss = acc.gather(step.loss.detach()[None]).mean().item()
                 if not math.isfinite(mean_loss):
                     raise TranslateError(self._poisoned("loss", mean_loss))
                 acc.backward(loss)
@@ -247,6 +266,10 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                if fake is not None:
+                    disc = self.adversary.update(
+                        Endpoints(pairing.x0, pairing.x1), fake, acc.reduce
+                    )
             if not acc.sync_gradients:
                 continue
             self.ema.step(self.unet.parameters())
@@ -263,6 +286,16 @@ class Trainer:
                         "grad_norm": float(grad_norm),
                         "pair_cost_ratio": cost_ratio,
                         "steps_per_s": window_steps / max(elapsed, 1e-9),
+                        **(
+                            {
+                                "adv_weight": adv_weight,
+                                "adv_generator": adv_loss.item(),
+                                "adv_discriminator": disc.logistic.item(),
+                                "adv_r1": disc.r1.item(),
+                            }
+                            if fake is not None
+                            else {}
+                        ),
                     },
                     step=self.step,
                 )
@@ -272,6 +305,13 @@ class Trainer:
                 self._sample_grid()
             if self.step % cfg.train.checkpoint_every == 0 or final:
                 self._save(final)
+
+    def _adversarial_weight(self) -> float:
+        """lambda for the coming optimizer step: 0 during the warm start, then ramped."""
+        if self.adversary is None:
+            return 0.0
+        adv = self.cfg.adversarial
+        return adv.weight * ramp(self.step + 1, adv.start, adv.ramp)
 
     def _poisoned(self, what: str, value: float) -> str:
         last = runs.latest_state(self.out)
@@ -313,6 +353,8 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             self.ema.save_pretrained(str(tmp / "ema"))
+            if self.adversary is not None:
+                self.adversary.save(tmp / "adversarial")
             (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step}))
             replace_dir(tmp, states / name)
             runs.rotate(states, "step", cfg.train.keep_checkpoints)
@@ -337,6 +379,8 @@ class Trainer:
             ema = EMAModel.from_pretrained(str(state / "ema"), model_cls=UNet2DModel)
         self.ema.load_state_dict(ema.state_dict())
         self.ema.to(acc.device)
+        if self.adversary is not None:
+            self.adversary.load(state / "adversarial")
         gens = state / f"generators_{acc.process_index}.safetensors"
         if gens.is_file():
             self.gens.restore(load_file(str(gens)))
@@ -403,7 +447,7 @@ def _check_same_run(out: Path, cfg: Config) -> None:
     now = to_dict(cfg)
     changed = [
         f"{section}.{key}"
-        for section in ("data", "vae", "flow", "model")
+        for section in ("data", "vae", "flow", "model", "adversarial")
         for key in now[section]
         if before[section].get(key) != now[section][key]
     ]

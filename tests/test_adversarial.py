@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+from translate.adversarial import (
+    Adversary,
+    Discriminators,
+    Endpoints,
+    discriminator_loss,
+    generator_loss,
+    ramp,
+)
+
+
+def _sets(n=32, shift=2.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    real = Endpoints(torch.randn(n, 4, 8, 8, generator=g), torch.randn(n, 4, 8, 8, generator=g))
+    fake = Endpoints(real.a + shift, real.b - shift)
+    return real, fake
+
+
+def test_patch_logits_shape():
+    disc = Discriminators(4, width=8)
+    assert disc("a", torch.zeros(3, 4, 16, 16)).shape == (3, 1, 4, 4)
+    assert disc("b", torch.zeros(3, 4, 8, 8)).shape == (3, 1, 2, 2)
+
+
+def test_r1_penalty_is_the_squared_input_gradient():
+    disc = Discriminators(4, width=8)
+    real, fake = _sets()
+    plain = discriminator_loss(disc, real, fake, r1_gamma=0.0)
+    assert plain.r1.item() == 0.0 and plain.total.item() == pytest.approx(plain.logistic.item())
+    penalised = discriminator_loss(disc, real, fake, r1_gamma=2.0)
+    expected = 0.0
+    for d in ("a", "b"):
+        x = getattr(real, d).clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(disc(d, x).sum(), x)
+        expected += grad.pow(2).flatten(1).sum(1).mean().item()
+    assert penalised.r1.item() == pytest.approx(expected, rel=1e-5)
+    assert penalised.total.item() == pytest.approx(plain.logistic.item() + expected, rel=1e-5)
+
+
+def test_discriminators_learn_to_tell_real_from_shifted_latents():
+    real, fake = _sets()
+    adversary = Adversary(4, 8, lr=2e-3, r1_gamma=0.01, device="cpu", seed=0)
+    first = adversary.update(real, fake).logistic.item()
+    for _ in range(30):
+        last = adversary.update(real, fake).logistic.item()
+    assert last < 0.5 * first
+    # and the generator loss of the fakes grows as the discriminators improve
+    assert generator_loss(adversary.disc, fake).item() > generator_loss(adversary.disc, real).item()
+
+
+def test_generator_loss_reaches_the_fake_latents_only():
+    adversary = Adversary(4, 8, lr=1e-3, r1_gamma=0.0, device="cpu", seed=0)
+    real, fake = _sets()
+    fake_b = fake.b.clone().requires_grad_(True)
+    adversary.generator_loss(Endpoints(fake.a, fake_b)).backward()
+    assert fake_b.grad is not None and fake_b.grad.abs().sum() > 0
+    before = [p.detach().clone() for p in adversary.disc.parameters()]
+    adversary.update(real, fake)  # clears the generator's gradients before its own step
+    assert any(not torch.equal(b, p) for b, p in zip(before, adversary.disc.parameters()))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    real, fake = _sets()
+    one = Adversary(4, 8, lr=1e-3, r1_gamma=0.1, device="cpu", seed=0)
+    one.update(real, fake)
+    one.save(tmp_path / "adv")
+    two = Adversary(4, 8, lr=1e-3, r1_gamma=0.1, device="cpu", seed=1)
+    two.load(tmp_path / "adv")
+    one.update(real, fake)
+    two.update(real, fake)
+    for p, q in zip(one.disc.parameters(), two.disc.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_same_seed_same_discriminators():
+    a = Adversary(4, 8, lr=1e-3, r1_gamma=0.0, device="cpu", seed=3)
+    b = Adversary(4, 8, lr=1e-3, r1_gamma=0.0, device="cpu", seed=3)
+    state = torch.get_rng_state()
+    Adversary(4, 8, lr=1e-3, r1_gamma=0.0, device="cpu", seed=4)
+    assert torch.equal(state, torch.get_rng_state())  # the global stream is left alone
+    for p, q in zip(a.disc.parameters(), b.disc.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize(
+    ("step", "share"), [(1, 0.0), (10, 0.0), (11, 0.25), (14, 1.0), (100, 1.0)]
+)
+def test_ramp(step, share):
+    assert ramp(step, start=10, length=4) == pytest.approx(share)
+    assert ramp(step, start=0, length=0) == 1.0

@@ -1,0 +1,165 @@
+"""The adversarial endpoint term: patch discriminators on latents, one per domain.
+
+The flow's one-step endpoint predictions (``translate.flow.predicted_endpoints``) are judged
+against real latents of their domain, so that the field points at one sharp target instead of
+the mean of its OT partners. The recipe follows the adversarial terms of UNSB (Kim et al.,
+ICLR 2024) and ASBM (Gushchin et al., NeurIPS 2024), adapted to one deterministic field that
+serves both directions:
+
+    L_G = softplus(-D_B(z_B)) + softplus(-D_A(z_A))                 (non-saturating GAN loss,
+    L_D = softplus(-D(real)) + softplus(D(fake)) + gamma/2 |grad D(real)|^2    Goodfellow et al.
+                                                                      2014; R1: Mescheder et al.
+                                                                      2018, eq. 9)
+
+Each term is averaged over the discriminator's patch logits and the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+DOMAINS = ("a", "b")
+
+
+class PatchDiscriminator(nn.Module):
+    """Latents (batch, C, h, w) -> patch logits (batch, 1, h/4, w/4): real (> 0) or not.
+
+    Three strided convolutions with leaky ReLUs and no normalisation (R1 needs none); the
+    receptive field of a logit covers about a quarter of a 16 x 16 latent.
+    """
+
+    def __init__(self, channels: int, width: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 4 * width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * width, 1, 3, padding=1),
+        )
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.net(latents.float())
+
+
+class Discriminators(nn.Module):
+    """One ``PatchDiscriminator`` per domain, under the keys ``"a"`` and ``"b"``."""
+
+    def __init__(self, channels: int, width: int = 64) -> None:
+        super().__init__()
+        self.nets = nn.ModuleDict({d: PatchDiscriminator(channels, width) for d in DOMAINS})
+
+    def forward(self, domain: str, latents: torch.Tensor) -> torch.Tensor:
+        return self.nets[domain](latents)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Latents of both domains, each (batch, C, h, w)."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+
+
+def generator_loss(disc: Discriminators, fake: Endpoints) -> torch.Tensor:
+    """Non-saturating loss of predicted endpoints under both discriminators (a scalar)."""
+    return sum(F.softplus(-disc(d, getattr(fake, d))).mean() for d in DOMAINS)
+
+
+@dataclass(frozen=True)
+class DiscriminatorLoss:
+    """The discriminators' objective and its parts (scalars)."""
+
+    total: torch.Tensor  # logistic loss + R1, summed over both domains
+    logistic: torch.Tensor
+    r1: torch.Tensor  # mean squared gradient norm on real latents, before gamma / 2
+
+
+def discriminator_loss(
+    disc: Discriminators, real: Endpoints, fake: Endpoints, r1_gamma: float
+) -> DiscriminatorLoss:
+    """Logistic loss on real vs (detached) fake latents, plus the R1 penalty on the reals.
+
+    Raises nothing; ``r1_gamma = 0`` skips the gradient penalty (and its double backward).
+    """
+    logistic = torch.zeros((), device=real.a.device)
+    r1 = torch.zeros((), device=real.a.device)
+    for d in DOMAINS:
+        x_real = getattr(real, d).detach().float().requires_grad_(r1_gamma > 0)
+        logits_real = disc(d, x_real)
+        logits_fake = disc(d, getattr(fake, d).detach())
+        logistic = logistic + F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
+        if r1_gamma > 0:
+            (grad,) = torch.autograd.grad(logits_real.sum(), x_real, create_graph=True)
+            r1 = r1 + grad.pow(2).flatten(1).sum(1).mean()
+    return DiscriminatorLoss(logistic + r1_gamma / 2 * r1, logistic.detach(), r1.detach())
+
+
+def ramp(step: int, start: int, length: int) -> float:
+    """The adversarial weight's share at optimizer step ``step`` (1-based): 0 up to ``start``,
+    then linear to 1 over ``length`` steps."""
+    if step <= start:
+        return 0.0
+    if length <= 0:
+        return 1.0
+    return min(1.0, (step - start) / length)
+
+
+class Adversary:
+    """The discriminators, their optimizer and their update, for the training loop.
+
+    The discriminators are not wrapped for data parallelism (R1's double backward does not go
+    through DistributedDataParallel): ``update`` averages their gradients over processes with
+    the ``reduce`` function it is given (e.g. ``accelerator.reduce``), so every process holds
+    the same weights. ``save``/``load`` write safetensors weights and the optimizer state
+    (loaded with ``torch.load(weights_only=True)``).
+    """
+
+    WEIGHTS, OPTIMIZER = "discriminators.safetensors", "optimizer.bin"
+
+    def __init__(
+        self, channels: int, width: int, lr: float, r1_gamma: float, device, seed: int
+    ) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.disc = Discriminators(channels, width).to(device)
+        self.optimizer = torch.optim.AdamW(self.disc.parameters(), lr=lr, betas=(0.5, 0.99))
+        self.r1_gamma = r1_gamma
+
+    def generator_loss(self, fake: Endpoints) -> torch.Tensor:
+        return generator_loss(self.disc, fake)
+
+    def update(self, real: Endpoints, fake: Endpoints, reduce=None) -> DiscriminatorLoss:
+        """One optimizer step of the discriminators on real vs fake latents."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = discriminator_loss(self.disc, real, fake, self.r1_gamma)
+        loss.total.backward()
+        if reduce is not None:
+            for p in self.disc.parameters():
+                if p.grad is not None:
+                    p.grad = reduce(p.grad, reduction="mean")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)  # the generator's backward fills them again
+        return loss
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(self.disc.state_dict(), str(folder / self.WEIGHTS))
+        torch.save(self.optimizer.state_dict(), folder / self.OPTIMIZER)
+
+    def load(self, folder: Path) -> None:
+        """Restore from ``save``'s folder; raises FileNotFoundError when a file is missing."""
+        folder = Path(folder)
+        device = next(self.disc.parameters()).device
+        self.disc.load_state_dict(load_file(str(folder / self.WEIGHTS), device=str(device)))
+        state = torch.load(folder / self.OPTIMIZER, map_location=device, weights_only=True)
+        self.optimizer.load_state_dict(state)
