@@ -58,7 +58,9 @@ def test_generator_loss_reaches_the_fake_latents_only():
     assert fake_b.grad is not None and fake_b.grad.abs().sum() > 0
     before = [p.detach().clone() for p in adversary.disc.parameters()]
     adversary.update(real, fake)  # clears the generator's gradients before its own step
-    assert any(not torch.equal(b, p) for b, p in zip(before, adversary.disc.parameters()))
+    assert any(
+        not torch.equal(b, p) for b, p in zip(before, adversary.disc.parameters(), strict=True)
+    )
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -43,6 +43,45 @@ def test_retrieval_is_perfect_when_translations_are_the_truth():
     assert shuffled["top1"] == 0.0
 
 
+def _blur(images, sigma):
+    from torchvision.transforms.functional import gaussian_blur
+
+    return gaussian_blur(images, kernel_size=9, sigma=sigma)
+
+
+def _drawn(n=12, size=32):
+    """Sharp-edged shapes on white, as in the tests' data, in [-1, 1]."""
+    import numpy as np
+    from helpers import draw_shape
+
+    from translate.images import to_tensor
+
+    rng = np.random.default_rng(0)
+    return to_tensor([draw_shape("AB"[i % 2], size, rng) for i in range(n)])
+
+
+def test_sharpness_is_one_for_the_real_set_and_below_for_a_blurred_one():
+    real = _drawn()
+    assert metrics.sharpness_ratio(real, real) == pytest.approx(1.0)
+    ratios = [metrics.sharpness_ratio(_blur(real, s), real) for s in (0.7, 1.5, 3.0)]
+    assert 1.0 > ratios[0] > ratios[1] > ratios[2] > 0
+    assert metrics.high_frequency_share(torch.zeros(2, 3, 8, 8)).tolist() == [0.0, 0.0]
+    noisy = real + 0.3 * torch.randn(real.shape, generator=torch.Generator().manual_seed(0))
+    assert metrics.sharpness_ratio(noisy.clamp(-1, 1), real) > 1.0
+    with pytest.raises(ValueError, match="cutoff"):
+        metrics.high_frequency_share(real, cutoff=1.5)
+
+
+def test_memorisation_ratio_is_low_for_copies_of_training_images():
+    images = _drawn(24)
+    train, held_out = images[:16], images[16:]
+    assert metrics.memorisation_ratio(held_out, held_out, train) == pytest.approx(1.0)
+    copies = train[:8] + 0.01
+    assert metrics.memorisation_ratio(copies, held_out, train) < 0.1
+    distance = metrics.nearest_distance(train[:3], train)
+    assert torch.allclose(distance, torch.zeros(3), atol=1e-3)
+
+
 def test_straightness_is_zero_for_a_straight_path_only():
     from translate.solvers import integrate
 
@@ -97,8 +136,11 @@ def test_full_command_writes_every_file_and_one_table(two_checkpoints, capsys):
     result = json.loads((out / "metrics.json").read_text())
     assert result["realism"] == "latent-FD/latent-KID" and result["labels"] == ["run-a", "run-b"]
     rows = result["rows"]
-    # per direction: 2 baselines + 2 checkpoints x 2 solvers x 2 step counts
-    assert len(rows) == 2 * (2 + 2 * 2 * 2)
+    # per direction: 2 baselines + 2 ceilings + 2 checkpoints x 2 solvers x 2 step counts
+    assert len(rows) == 2 * (4 + 2 * 2 * 2)
+    assert {"VAE reconstruction", "latent mix"} <= {r["model"] for r in rows}
+    assert all("straightness" not in r["scores"] for r in rows if r["nfe"] == 1)
+    assert all("straightness" in r["scores"] for r in rows if r["nfe"] > 1)
     identity = next(r for r in rows if r["model"] == "identity")
     assert identity["scores"]["ssim"] == pytest.approx(1.0)
     assert identity["scores"]["l2"] == 0.0
@@ -106,7 +148,9 @@ def test_full_command_writes_every_file_and_one_table(two_checkpoints, capsys):
     rk4 = next(r for r in rows if r["method"] == "rk4" and r["steps"] == 2)
     assert rk4["nfe"] == 8  # 4 evaluations per rk4 step
     for r in rows:
-        assert {"fd", "kid", "ssim", "success", "gt_ssim", "top1", "top5"} <= set(r["scores"])
+        expected = {"fd", "kid", "ssim", "success", "gt_ssim", "top1", "top5", "sharpness"}
+        assert expected | {"memorisation"} <= set(r["scores"])
+        assert r["scores"]["kid_std"] is None  # 6 images: every KID subset is the whole set
 
     report = (out / "report.md").read_text()
     assert report.count("## ") == 2  # one table per direction, every model in it

@@ -4,8 +4,11 @@ For each direction, solver and step count it measures realism against the real t
 (FID/KID on Inception features when the weights are given, else latent-FD/latent-KID),
 faithfulness to the source (SSIM, PSNR, L2), domain success (a latent logistic-regression
 classifier), paired ground truth when test files share names (SSIM, PSNR, L1, retrieval
-top-1/top-5), path straightness, NFE and images/s. Baselines: the identity and the nearest
-target training image. Files are written by ``translate.report``.
+top-1/top-5), sharpness (high-frequency power relative to the real targets), memorisation
+(distance to the nearest training target relative to real held-out targets), path straightness,
+NFE and images/s. Baselines: the identity and the nearest target training image; ceilings: the
+real targets through the VAE, and decoded midpoints of two real targets' latents. Files are
+written by ``translate.report``.
 """
 
 from __future__ import annotations
@@ -164,9 +167,12 @@ def evaluate(
         tgt_train = train_b if direction == "a2b" else train_a
         tgt_train_feats = train_feats["b" if direction == "a2b" else "a"]
         scorer = _Scorer(opts.seed, src, tgt, feats, inception, classifier, direction)
+        scorer.train_targets = tgt_train.pixels
         rows.append(Row("identity", direction, scores=scorer(src.pixels)))
         nearest = torch.cdist(feats(src.pixels), tgt_train_feats).argmin(dim=1)
         rows.append(Row("nearest neighbour", direction, scores=scorer(tgt_train.pixels[nearest])))
+        for name, images in _ceilings(main, tgt.pixels, len(src.pixels), opts):
+            rows.append(Row(name, direction, scores=scorer(images)))
         examples = scorer.example_index(opts.grid_rows)
         for label, tr in zip(labels, translators, strict=True):
             for method in opts.methods:
@@ -176,7 +182,9 @@ def evaluate(
                         tr, src.pixels, direction, method, steps, opts
                     )
                     scores = scorer(out)
-                    scores.update(straightness=straight, images_per_s=len(out) / seconds)
+                    scores["images_per_s"] = len(out) / seconds
+                    if nfe > 1:  # one Euler step is straight by construction
+                        scores["straightness"] = straight
                     rows.append(Row(label, direction, method, steps, nfe, scores))
                     grid_cols.append(out[examples])
                 if scorer.truth is not None:
@@ -216,6 +224,7 @@ class _Scorer:
         pairs = [by_name.get(n, -1) for n in src.names]
         self.paired = torch.tensor([p >= 0 for p in pairs])
         self.truth = torch.tensor(pairs) if self.paired.any() else None
+        self.train_targets: torch.Tensor | None = None  # (m, 3, R, R): the memorisation check
         self.target_feats = feats(tgt.pixels)  # encoded once, for every row
         self.target_realism = self._realism_feats(tgt.pixels, self.target_feats)
 
@@ -241,6 +250,11 @@ class _Scorer:
             psnr=metrics.psnr(out, self.src.pixels).mean().item(),
             l2=metrics.l2(out, self.src.pixels).mean().item(),
         )
+        scores["sharpness"] = metrics.sharpness_ratio(out, self.tgt.pixels)
+        if self.train_targets is not None:
+            scores["memorisation"] = metrics.memorisation_ratio(
+                out, self.tgt.pixels, self.train_targets
+            )
         prob_b = self.classifier.prob_b(out_feats)
         success = prob_b >= 0.5 if self.direction == "a2b" else prob_b < 0.5
         scores["success"] = success.float().mean().item()
@@ -255,6 +269,26 @@ class _Scorer:
                 **metrics.retrieval(out_feats[keep], self.target_feats, truth),
             )
         return scores
+
+
+def _ceilings(tr: Translator, targets: torch.Tensor, count: int, opts: EvalOptions):
+    """What the codec allows: real targets through the VAE, and decoded latent midpoints.
+
+    ``VAE reconstruction`` is decode(encode(y)) of the real targets; ``latent mix`` is
+    decode((z_i + z_j) / 2) of two random real targets, the look of an average of partners.
+    Each set has ``count`` images (the sources' number), targets repeated or cut to fit.
+    """
+    index = torch.arange(count) % len(targets)
+    g = torch.Generator().manual_seed(opts.seed)
+    other = torch.randint(len(targets), (count,), generator=g)
+    recon, mixed = [], []
+    with torch.no_grad():
+        for i, j in zip(index.split(opts.batch_size), other.split(opts.batch_size), strict=True):
+            z_i = tr.codec.encode(targets[i].to(tr.device))
+            z_j = tr.codec.encode(targets[j].to(tr.device))
+            recon.append(tr.codec.decode(z_i).cpu())
+            mixed.append(tr.codec.decode((z_i + z_j) / 2).cpu())
+    return [("VAE reconstruction", torch.cat(recon)), ("latent mix", torch.cat(mixed))]
 
 
 def _translate(tr: Translator, pixels, direction, method, steps, opts):

@@ -23,11 +23,14 @@ COLUMNS = [
     ("gt_l1", "GT L1 ↓", "{:.4f}", False),
     ("top1", "top-1 ↑", "{:.1%}", True),
     ("top5", "top-5 ↑", "{:.1%}", True),
+    ("sharpness", "sharpness →1", "{:.3f}", True),
+    ("memorisation", "memorisation →1", "{:.3f}", True),
     ("straightness", "straightness ↓", "{:.4f}", False),
     ("images_per_s", "img/s", "{:.1f}", True),
 ]
 PLOTS = [("fd", "realism: {realism}-FD ↓"), ("ssim", "faithfulness: SSIM to source ↑"),
-         ("success", "domain success ↑"), ("top1", "paired retrieval top-1 ↑")]  # fmt: skip
+         ("success", "domain success ↑"), ("top1", "paired retrieval top-1 ↑"),
+         ("sharpness", "sharpness (1 = real targets)")]  # fmt: skip
 
 
 def write_report(outcome: Outcome, out: Path, command: str = "") -> dict[str, Path]:
@@ -86,6 +89,16 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         "- `src` columns compare the translation with its source (faithfulness); `GT` columns "
         "with the true counterpart (same file name in the other domain); top-k: the counterpart "
         "is among the k nearest real targets to the translation (latent distance)",
+        "- KID is the unbiased estimator: it can fall below 0 when two sets are as alike as two "
+        "samples of one distribution, so a small negative value means 'indistinguishable'",
+        "- sharpness: the share of spectral power above a quarter of Nyquist, over that of the "
+        "real targets (1 = as sharp; below 1 blurrier, above 1 noisier); memorisation: the median "
+        "distance to the nearest training target over that of real held-out targets (well below "
+        "1 = copies of training images)",
+        "- ceilings: `VAE reconstruction` is the real targets through the codec, `latent mix` "
+        "the decoded midpoint of two real targets' latents (an average of partners looks so)",
+        "- straightness is left out at 1 NFE (a single Euler step is straight by construction); "
+        "dopri5 rows give the mean NFE it took",
     ]
     if command:
         lines += ["", "```", command, "```"]
@@ -148,7 +161,8 @@ def _plot(outcome: Outcome, direction: str, path: Path) -> Path:
                 "o-",
                 label=f"{model} ({method})",
             )
-        for r, style in zip((r for r in rows if not r.method), ("k--", "k:"), strict=False):
+        styles = ("k--", "k:", "k-.", "k-")
+        for r, style in zip((r for r in rows if not r.method), styles, strict=False):
             ax.axhline(r.scores[key], color="gray", linestyle=style[1:], label=r.model)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFE")
