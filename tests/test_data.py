@@ -110,3 +110,19 @@ def test_keycaps_render_with_their_digit():
     frame_only = np.asarray(render("7\u20e3").convert("L")) < 100
     with_digit = np.asarray(render(sequence_text("37-20e3")).convert("L")) < 100
     assert with_digit.sum() > frame_only.sum() * 1.2
+
+
+def test_disjoint_training_shares_no_item_and_keeps_the_test_split(tmp_path):
+    from helpers import make_folders
+
+    from translate.config import DataConfig
+    from translate.data import open_source
+
+    root = make_folders(tmp_path / "d", n_train=40, n_test=4)
+    plain = open_source(DataConfig(source="folders", root=str(root)))
+    split = open_source(DataConfig(source="folders", root=str(root), disjoint=True))
+    train_a, train_b = ({f.name for f in files} for files in split.split("train"))
+    assert train_a and train_b and not train_a & train_b
+    all_names = {f.name for f in plain.split("train")[0]}
+    assert train_a | train_b == all_names  # every item is kept in exactly one domain
+    assert split.split("test") == plain.split("test")

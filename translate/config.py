@@ -33,6 +33,9 @@ class DataConfig:
     )
     resolution: int = 64  # training resolution in pixels (square)
     flip: bool = False  # also encode horizontally flipped training images (augmentation)
+    # training items that no domain shares: A keeps one half of the file names, B the other
+    # (the test split is unchanged); on the emoji default no emoji is then drawn in both styles
+    disjoint: bool = False
     domain_a: str | None = None  # display name of domain A; null uses the source's own name
     domain_b: str | None = None  # display name of domain B
     cache_dir: str = ".cache/translate"  # built data sets, trained VAEs and encoded latents

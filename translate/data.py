@@ -7,6 +7,7 @@ Three sources share one result type, ``ImageSource``:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,9 +117,29 @@ _SOURCES: dict[str, Callable[[DataConfig], ImageSource]] = {
 }
 
 
+def half_of(name: str) -> int:
+    """0 or 1: a fixed half of the item names, by a hash of the file's stem."""
+    return int(hashlib.sha1(Path(name).stem.encode()).hexdigest(), 16) % 2
+
+
+def disjoint_training(files: dict[str, tuple[list[Path], list[Path]]]):
+    """The same splits with training items that no domain shares: A keeps the training files
+    whose stem falls in half 0, B those in half 1 (``half_of``); the test split is unchanged.
+
+    Raises TranslateError when a domain is left with no training files.
+    """
+    train_a, train_b = files["train"]
+    kept = ([f for f in train_a if half_of(f.name) == 0], [f for f in train_b if half_of(f.name)])
+    for domain, found in zip("AB", kept, strict=True):
+        if not found:
+            raise TranslateError(f"data.disjoint=true leaves domain {domain} no training images")
+    return {**files, "train": kept}
+
+
 def open_source(cfg: DataConfig) -> ImageSource:
     """The image source a data config names, with any display-name overrides applied."""
     source = _SOURCES[cfg.source](cfg)
+    files = disjoint_training(source.files) if cfg.disjoint else source.files
     return ImageSource(
-        cfg.domain_a or source.name_a, cfg.domain_b or source.name_b, source.files, source.crop
+        cfg.domain_a or source.name_a, cfg.domain_b or source.name_b, files, source.crop
     )
