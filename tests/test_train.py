@@ -221,3 +221,54 @@ def test_adversarial_term_trains_saves_and_resumes_exactly(workspace):
     translator = Translator.from_pretrained(split / runs.FINAL, device="cpu")
     (out,) = translator([tmp / "run-adv" / "samples" / "step-000006.png"], steps=2)
     assert out.size == (16, 16)
+
+
+def test_finished_run_missing_its_final_checkpoint_exports_it_again(workspace):
+    tmp, _, config = workspace
+    cfg = config("train.steps=3", "train.checkpoint_every=3")
+    final = train_module.main(cfg)
+    reference = _final_unet(tmp / "run")
+    import shutil
+
+    shutil.rmtree(final)  # as a kill between the last state's rename and the export leaves it
+    shutil.rmtree(tmp / "run" / "checkpoint-000003")
+    assert train_module.main(cfg) == final
+    assert (final / "translator.json").is_file() and _final_unet(tmp / "run") == reference
+    assert (tmp / "run" / "checkpoint-000003" / "translator.json").is_file()
+    assert Translator.from_pretrained(final, device="cpu").info.step == 3
+
+
+def test_a_kill_during_rotation_never_leaves_a_half_deleted_checkpoint(workspace, monkeypatch):
+    tmp, _, config = workspace
+    cfg = config("train.steps=9", "train.checkpoint_every=3", "train.keep_checkpoints=1")
+    real_rmtree = runs.shutil.rmtree
+
+    def killed_midway(path, ignore_errors=False):
+        path = type(tmp)(path)
+        if path.exists() and (path / "vae").is_dir():
+            real_rmtree(path / "vae")  # one part gone, then the process dies
+            raise KeyboardInterrupt
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(runs.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.main(cfg)
+    monkeypatch.setattr(runs.shutil, "rmtree", real_rmtree)
+    for _, folder in runs.numbered(tmp / "run", "checkpoint"):  # complete or absent
+        assert {"translator.json", "unet", "vae"} <= {p.name for p in folder.iterdir()}
+        Translator.from_pretrained(folder, device="cpu")
+    assert train_module.main(cfg) == tmp / "run" / runs.FINAL
+    assert not [p for p in (tmp / "run").iterdir() if p.name.startswith(".old-")]
+
+
+def test_exploded_weights_are_never_saved_and_the_advice_works(workspace):
+    tmp, _, config = workspace
+    blown = ("train.lr=1e9", "train.steps=4", "train.checkpoint_every=2")
+    with pytest.raises(TranslateError, match="stopped without saving.*lower train.lr"):
+        train_module.main(config(*blown))
+    assert not runs.numbered(tmp / "run", "checkpoint")
+    assert runs.latest_state(tmp / "run") is None
+    # the advice, followed: the same folder with a sane learning rate trains to the end
+    final = train_module.main(config("train.steps=4", "train.checkpoint_every=2"))
+    unet = Translator.from_pretrained(final, device="cpu").unet
+    assert max(p.abs().max().item() for p in unet.parameters()) < train_module.WEIGHT_LIMIT

@@ -12,6 +12,7 @@ output_dir/
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -54,9 +55,16 @@ def finished_step(run_dir: Path) -> int | None:
 
 
 def rotate(folder: Path, prefix: str, keep: int) -> None:
-    """Delete all but the newest ``keep`` numbered folders."""
+    """Delete all but the newest ``keep`` numbered folders.
+
+    Each is first renamed to ``.old-<name>`` (atomic), then deleted: a kill mid-deletion leaves
+    a temporary that ``clean_temporaries`` removes, never a half-deleted folder under its name.
+    """
     for _, path in numbered(folder, prefix)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
+        doomed = path.with_name(f".old-{path.name}")
+        shutil.rmtree(doomed, ignore_errors=True)
+        os.replace(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def clean_temporaries(folder: Path) -> None:

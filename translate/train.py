@@ -39,6 +39,11 @@ from translate.prefetch import MinibatchPairs, PairStream, PlanPairs
 from translate.stages import PreparedData, prepare_data
 from translate.storage import LatentSampler, free_memory, keep_in_memory
 
+# A trained UNet's weights stay within a few units and its velocities within a few latent
+# standard deviations; values this large mean the run diverged (NaN guard, docs in _save).
+WEIGHT_LIMIT = 1e4
+VELOCITY_LIMIT = 1e3
+
 
 @dataclass
 class Generators:
@@ -228,10 +233,11 @@ class Trainer:
             disable=not acc.is_local_main_process,
         )
         try:
+            self._export_missing()
             self._loop(bar)
         finally:
             self.pairs.close()
-        bar.close()
+            bar.close()  # an error is then printed on its own line, not on the bar's
         acc.print(f"finished {self.step} steps: {self.out / runs.FINAL}")
         return self.out / runs.FINAL
 
@@ -313,10 +319,51 @@ class Trainer:
         adv = self.cfg.adversarial
         return adv.weight * ramp(self.step + 1, adv.start, adv.ramp)
 
-    def _poisoned(self, what: str, value: float) -> str:
+    def _export_missing(self) -> None:
+        """Bring the exports up to date with the resumed state.
+
+        A kill between a state's rename and its export (or a deleted export) leaves the newest
+        state without its checkpoint; a finished state also needs ``checkpoint-final``.
+        """
+        if self.step == 0 or not self.accelerator.is_main_process:
+            self.accelerator.wait_for_everyone()
+            return
+        translator = None
+        wanted = [self.out / runs.step_name("checkpoint", self.step)]
+        if self.step >= self.cfg.train.steps:
+            wanted.append(self.out / runs.FINAL)
+        for folder in wanted:
+            if not (folder / "translator.json").is_file():
+                translator = translator or self.translator()
+                translator.save_pretrained(folder)
+                self.accelerator.print(f"exported {folder} from the resumed state")
+        runs.rotate(self.out, "checkpoint", self.cfg.train.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+
+    def _check_not_diverged(self) -> None:
+        """Refuse to save weights that have blown up, even when the loss is still finite.
+
+        Checks the live and EMA weights (finite, |w| <= ``WEIGHT_LIMIT``) and the EMA model's
+        velocity on the sample latents (finite, |v| <= ``VELOCITY_LIMIT``).
+        """
+        shadow = self.ema.shadow_params
+        for name, params in (("weights", self.unet.parameters()), ("EMA weights", shadow)):
+            peak = max(p.detach().abs().max().item() for p in params)
+            if not math.isfinite(peak) or peak > WEIGHT_LIMIT:
+                raise TranslateError(self._poisoned(f"the largest of the {name}", peak, now=True))
+        translator = self.translator()
+        latents = torch.cat([latents for _, _, latents in self._sample_sources()])
+        with torch.no_grad():
+            v = translator.field(latents.to(translator.device), torch.zeros(len(latents)))
+        peak = v.abs().max().item()
+        if not math.isfinite(peak) or peak > VELOCITY_LIMIT:
+            raise TranslateError(self._poisoned("the largest velocity", peak, now=True))
+
+    def _poisoned(self, what: str, value: float, now: bool = False) -> str:
         last = runs.latest_state(self.out)
+        step = self.step if now else self.step + 1
         return (
-            f"{what} became {value} at step {self.step + 1}; stopped without saving. "
+            f"{what} became {value:.4g} at step {step}; stopped without saving. "
             f"Last good state: {last or 'none'} (try a lower train.lr)"
         )
 
@@ -340,6 +387,7 @@ class Trainer:
     def _save(self, final: bool) -> None:
         """Resume point + exported checkpoint, each written under a temporary name first."""
         acc, cfg = self.accelerator, self.cfg
+        self._check_not_diverged()  # every process checks its own (identical) weights
         states = self.out / runs.STATE
         name = runs.step_name("step", self.step)
         tmp = states / f".tmp-{name}"
