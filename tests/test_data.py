@@ -126,3 +126,19 @@ def test_disjoint_training_shares_no_item_and_keeps_the_test_split(tmp_path):
     all_names = {f.name for f in plain.split("train")[0]}
     assert train_a | train_b == all_names  # every item is kept in exactly one domain
     assert split.split("test") == plain.split("test")
+
+
+def test_glyph_pair_builds_offline_with_paired_test_names(tmp_path):
+    from translate.config import DataConfig
+    from translate.data import open_source
+
+    source = open_source(DataConfig(source="glyphs", cache_dir=str(tmp_path)))
+    assert (source.name_a, source.name_b) == ("DejaVu Sans", "DejaVu Serif Bold")
+    train_a, train_b = source.split("train")
+    test_a, test_b = source.split("test")
+    assert len(train_a) > 2000 and len(test_a) > 200
+    assert [f.name for f in test_a] == [f.name for f in test_b]  # paired ground truth
+    assert not {f.name for f in train_a} & {f.name for f in test_a}
+    disjoint = open_source(DataConfig(source="glyphs", cache_dir=str(tmp_path), disjoint=True))
+    names_a, names_b = ({f.name for f in files} for files in disjoint.split("train"))
+    assert not names_a & names_b and len(names_a) + len(names_b) == len(train_a)

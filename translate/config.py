@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from translate.errors import ConfigError
 from translate.flow import TIME_SAMPLINGS
 
-SOURCES = ("emoji", "folders", "celeba")
+SOURCES = ("emoji", "folders", "celeba", "glyphs")
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global", "dataset")
 METHODS = ("euler", "midpoint", "rk4", "dopri5")
@@ -25,7 +25,7 @@ LATENT_STORAGES = ("auto", "memory", "mmap")
 
 @dataclass
 class DataConfig:
-    source: str = "emoji"  # emoji | folders | celeba
+    source: str = "emoji"  # emoji | folders | celeba | glyphs
     root: str | None = None  # folders: holds trainA/trainB/testA/testB; celeba: the CelebA root
     attribute: str = "Male"  # celeba: domain A has the attribute at -1, domain B at +1
     celeba_crop: int = (
@@ -43,7 +43,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data.source", self.source, SOURCES)
-        if self.source != "emoji" and not self.root:
+        if self.source in ("folders", "celeba") and not self.root:
             raise ConfigError(f"data.root is required when data.source={self.source}")
         _positive("data.resolution", self.resolution)
 

@@ -1,8 +1,9 @@
 """Unpaired image sources: two domains, A and B, each with a train and a test split.
 
-Three sources share one result type, ``ImageSource``:
-``folders`` (the CycleGAN layout), ``celeba`` (split by one of the 40 attributes) and
-``emoji`` (the embedded default, built offline by ``translate.emoji``).
+Four sources share one result type, ``ImageSource``:
+``folders`` (the CycleGAN layout), ``celeba`` (split by one of the 40 attributes),
+``emoji`` (the embedded default, built offline by ``translate.emoji``) and ``glyphs`` (a second
+offline pair, characters in two fonts, ``translate.glyphs``).
 """
 
 from __future__ import annotations
@@ -110,10 +111,18 @@ def emoji_source(cache_dir: Path) -> ImageSource:
     return folder_source(root, "OpenMoji", "Twemoji")
 
 
+def glyph_source(cache_dir: Path) -> ImageSource:
+    """A second offline pair: characters in DejaVu Sans (A) and DejaVu Serif Bold (B)."""
+    from translate.glyphs import NAMES, build_glyph_dataset
+
+    return folder_source(build_glyph_dataset(Path(cache_dir)), *NAMES)
+
+
 _SOURCES: dict[str, Callable[[DataConfig], ImageSource]] = {
     "folders": lambda cfg: folder_source(Path(cfg.root or "")),
     "celeba": lambda cfg: celeba_source(Path(cfg.root or ""), cfg.attribute, cfg.celeba_crop),
     "emoji": lambda cfg: emoji_source(Path(cfg.cache_dir)),
+    "glyphs": lambda cfg: glyph_source(Path(cfg.cache_dir)),
 }
 
 
