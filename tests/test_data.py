@@ -134,7 +134,7 @@ def test_glyph_pair_builds_offline_with_paired_test_names(tmp_path):
 
     source = open_source(DataConfig(source="glyphs", cache_dir=str(tmp_path)))
     assert (source.name_a, source.name_b) == ("DejaVu Sans", "DejaVu Serif Bold")
-    train_a, train_b = source.split("train")
+    train_a, _ = source.split("train")
     test_a, test_b = source.split("test")
     assert len(train_a) > 2000 and len(test_a) > 200
     assert [f.name for f in test_a] == [f.name for f in test_b]  # paired ground truth
