@@ -186,3 +186,18 @@ def test_bad_arguments_are_one_line_errors(two_checkpoints, tmp_path, capsys):
     assert "--steps" in capsys.readouterr().err
     assert eval_main([str(first), "--out", str(tmp_path / "o")]) == 2  # no stored data config
     assert "--data-config" in capsys.readouterr().err
+
+
+def test_colour_shift_on_known_colours():
+    white = torch.ones(1, 3, 8, 8)
+    figure = white.clone()
+    figure[:, :, 2:6, 2:6] = torch.tensor([0.6, 0.2, -0.2]).view(1, 3, 1, 1)  # a skin-like tone
+    same = metrics.color_shift(figure, figure)
+    assert same["delta_e"].item() == 0 and same["lightness"].item() == 0
+    darker = figure.clone()
+    darker[:, :, 2:6, 2:6] -= 0.4
+    shift = metrics.color_shift(darker, figure)
+    assert shift["lightness"].item() < -10 and shift["delta_e"].item() > 0
+    lab = metrics.to_lab(torch.stack([white[0], -white[0]]))
+    assert lab[0, 0].mean().item() == pytest.approx(100.0) and lab[1, 0].max().item() == 0.0
+    assert lab[:, 1:].abs().max().item() <= 1  # white and black carry no colour

@@ -32,6 +32,8 @@ from translate.pipeline import DIRECTIONS, Translator
 from translate.solvers import METHODS
 
 TRAIN_CAP = 4000  # training images per domain for the classifier and the NN baseline
+# Unicode's skin-tone modifiers (U+1F3FB..U+1F3FF) as they appear in emoji file names
+SKIN_TONES = ("1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff")
 
 
 @dataclass
@@ -223,6 +225,7 @@ class _Scorer:
         by_name = {n: i for i, n in enumerate(tgt.names)}
         pairs = [by_name.get(n, -1) for n in src.names]
         self.paired = torch.tensor([p >= 0 for p in pairs])
+        self.skin_toned = torch.tensor([any(m in n for m in SKIN_TONES) for n in src.names])
         self.truth = torch.tensor(pairs) if self.paired.any() else None
         self.train_targets: torch.Tensor | None = None  # (m, 3, R, R): the memorisation check
         self.target_feats = feats(tgt.pixels)  # encoded once, for every row
@@ -268,6 +271,14 @@ class _Scorer:
                 gt_l1=metrics.l1(out[keep], gt).mean().item(),
                 **metrics.retrieval(out_feats[keep], self.target_feats, truth),
             )
+            colour = metrics.color_shift(out[keep], gt)
+            scores.update(gt_delta_e=colour["delta_e"].mean().item())
+            skin = self.skin_toned[keep]
+            if skin.any():  # emoji with a skin-tone modifier, reported apart
+                scores.update(
+                    skin_delta_e=colour["delta_e"][skin].mean().item(),
+                    skin_lightness=colour["lightness"][skin].mean().item(),
+                )
         return scores
 
 

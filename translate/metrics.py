@@ -110,6 +110,42 @@ def memorisation_ratio(
     return float(fake_d / real_d.clamp_min(1e-12))
 
 
+def to_lab(images: torch.Tensor) -> torch.Tensor:
+    """sRGB images (n, 3, H, W) in [-1, 1] -> CIELAB (n, 3, H, W): L* in [0, 100], a*, b*.
+
+    Pillow's ImageCms (LittleCMS) does the conversion, D50 white point, 8-bit precision.
+    """
+    from PIL import Image, ImageCms
+
+    transform = ImageCms.buildTransformFromOpenProfiles(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
+    )
+    pixels = (_unit(images) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    out = []
+    for array in pixels:
+        lab = np.asarray(ImageCms.applyTransform(Image.fromarray(array), transform))
+        lightness = lab[..., 0].astype(np.float32) * (100 / 255)
+        ab = lab[..., 1:].view(np.int8).astype(np.float32)  # a*, b* are signed bytes
+        out.append(np.concatenate([lightness[..., None], ab], axis=-1))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+
+
+def color_shift(images: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Colour error of images against their true counterparts, both (n, 3, H, W) in [-1, 1].
+
+    ``delta_e``: mean CIE76 colour difference (the Euclidean distance in CIELAB) per image;
+    ``lightness``: the mean L* of the image minus that of the truth, over the truth's
+    foreground (pixels with L* < 95, i.e. not the white background), per image: negative means
+    darker. Both (n,).
+    """
+    lab_x, lab_y = to_lab(images), to_lab(truth)
+    delta_e = (lab_x - lab_y).pow(2).sum(1).sqrt().flatten(1).mean(1)
+    mask = (lab_y[:, 0] < 95).float()
+    area = mask.flatten(1).sum(1).clamp_min(1)
+    shift = ((lab_x[:, 0] - lab_y[:, 0]) * mask).flatten(1).sum(1) / area
+    return {"delta_e": delta_e, "lightness": shift}
+
+
 class LatentFeatures(nn.Module):
     """Images in [0, 1] (batch, 3, H, W) -> pooled VAE latents (batch, C * p * p), p <= 8.
 

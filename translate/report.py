@@ -23,6 +23,9 @@ COLUMNS = [
     ("gt_l1", "GT L1 ↓", "{:.4f}", False),
     ("top1", "top-1 ↑", "{:.1%}", True),
     ("top5", "top-5 ↑", "{:.1%}", True),
+    ("gt_delta_e", "GT ΔE ↓", "{:.2f}", False),
+    ("skin_delta_e", "skin ΔE ↓", "{:.2f}", False),
+    ("skin_lightness", "skin ΔL* →0", "{:+.2f}", False),
     ("sharpness", "sharpness →1", "{:.3f}", True),
     ("memorisation", "memorisation →1", "{:.3f}", True),
     ("straightness", "straightness ↓", "{:.4f}", False),
@@ -95,6 +98,10 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         "real targets (1 = as sharp; below 1 blurrier, above 1 noisier); memorisation: the median "
         "distance to the nearest training target over that of real held-out targets (well below "
         "1 = copies of training images)",
+        "- colour: `GT ΔE` is the mean CIE76 colour difference to the true counterpart; the "
+        "`skin` columns take only the emoji with a skin-tone modifier (U+1F3FB–U+1F3FF), and "
+        "`skin ΔL*` is their mean lightness shift on the counterpart's figure (negative = "
+        "darker)",
         "- ceilings: `VAE reconstruction` is the real targets through the codec, `latent mix` "
         "the decoded midpoint of two real targets' latents (an average of partners looks so)",
         "- straightness is left out at 1 NFE (a single Euler step is straight by construction); "
