@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 T_EPS = 1e-5  # keeps the SB-CFM term finite at the end points
 TIME_SAMPLINGS = ("uniform", "logit-normal", "u-shape")
+TIME_SCALE = 1000.0  # t in [0, 1] -> the UNet's timestep input (network_time)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,21 @@ def predicted_endpoints(
     """
     tb = _expand(t, x_t)
     return x_t - tb * v, x_t + (1 - tb) * v
+
+
+def time_span(direction: str, strength: float = 1.0) -> tuple[float, float]:
+    """(t_start, t_end) of a translation: a2b runs 0 -> strength, b2a 1 -> 1 - strength."""
+    return (0.0, strength) if direction == "a2b" else (1.0, 1.0 - strength)
+
+
+def network_time(t: torch.Tensor | float, batch: int, device: torch.device) -> torch.Tensor:
+    """Times in [0, 1] (scalar or (batch,)) -> the UNet's timesteps (batch,), t * 1000 in float32.
+
+    diffusers' sinusoidal embedding was designed for timesteps in [0, 1000], and a Python
+    float would be cast to int, so the scale and the dtype are fixed here.
+    """
+    t = torch.as_tensor(t, dtype=torch.float32, device=device)
+    return (t * TIME_SCALE).reshape(-1).expand(batch).float()
 
 
 def build_path(objective: str, sigma: float) -> ProbabilityPath:

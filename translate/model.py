@@ -6,8 +6,7 @@ import torch
 from diffusers import UNet2DModel
 
 from translate.config import ModelConfig
-
-TIME_SCALE = 1000.0  # the UNet's sinusoidal embedding was designed for timesteps in [0, 1000]
+from translate.flow import network_time
 
 
 def build_unet(cfg: ModelConfig, sample_size: int, channels: int) -> UNet2DModel:
@@ -33,6 +32,4 @@ def velocity(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor | float) ->
 
     The UNet receives ``t * 1000`` as a float tensor: diffusers casts a Python float to int.
     """
-    t = torch.as_tensor(t, dtype=torch.float32, device=x.device)
-    timesteps = (t * TIME_SCALE).reshape(-1).expand(x.shape[0]).float()
-    return unet(x, timesteps).sample
+    return unet(x, network_time(t, x.shape[0], x.device)).sample

@@ -26,6 +26,7 @@ from diffusers import UNet2DModel
 from PIL import Image
 
 from translate.errors import TranslateError
+from translate.flow import time_span
 from translate.images import load_rgb, resize_center_crop, to_pil, to_rgb, to_tensor
 from translate.latents import LatentCodec
 from translate.model import velocity
@@ -281,11 +282,6 @@ class Translator:
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents (batch, C, h, w) -> RGB images."""
         return to_pil(self.codec.decode(latents))
-
-
-def time_span(direction: str, strength: float = 1.0) -> tuple[float, float]:
-    """(t_start, t_end) of a translation: a2b runs 0 -> strength, b2a 1 -> 1 - strength."""
-    return (0.0, strength) if direction == "a2b" else (1.0, 1.0 - strength)
 
 
 def _load_examples(folder: Path) -> dict[str, list[Image.Image]]:

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from translate.flow import time_span
 from translate.images import SourceImage, read_image, restore_alpha, with_alpha
-from translate.pipeline import DIRECTIONS, Translator, time_span
+from translate.pipeline import DIRECTIONS, Translator
 from translate.solvers import METHODS
 
 MAX_UPLOAD_MB = 20  # per file; the web server enforces it too
