@@ -169,3 +169,17 @@ def test_two_processes_split_the_work(checkpoint, corpus, tmp_path):
     assert f"converted {len(good)}, skipped 0 (already done), failed {len(bad)}" in result.stdout
     assert _outputs(tmp_path / "double") == _outputs(tmp_path / "single")
     assert _failures(tmp_path / "double") == _failures(tmp_path / "single")
+
+
+def test_inputs_that_would_share_an_output_name_each_get_their_own(checkpoint, tmp_path):
+    src, out = tmp_path / "clash", tmp_path / "clash-out"
+    src.mkdir()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(src / "photo.jpg")
+    Image.new("RGB", (16, 16), (30, 30, 200)).save(src / "photo.png")
+    Image.new("RGB", (16, 16), (30, 200, 30)).save(src / "other.png")
+    argv = [str(checkpoint), str(src), str(out), "--steps", "1", "--format", "png"]
+    assert convert_main(argv) == 0
+    assert sorted(_outputs(out)) == ["other.png", "photo.jpg.png", "photo.png.png"]
+    first = _outputs(out)
+    assert convert_main([*argv, "--overwrite"]) == 0
+    assert _outputs(out) == first  # deterministic names and bytes

@@ -67,3 +67,14 @@ def test_list_images_is_recursive_and_filters(tmp_path):
     for name in ["x.png", "a/y.JPG", "a/b/z.webp", "notes.txt", ".hidden.png"]:
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in list_images(tmp_path)] == ["z.webp", "y.JPG", "x.png"]  # sorted by path
+
+
+def test_float_images_in_unit_range_are_scaled_not_blackened(tmp_path):
+    values = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
+    path = tmp_path / "unit.tif"
+    Image.fromarray(values, mode="F").save(path)
+    rgb = load_rgb(path)
+    assert rgb.getpixel((3, 3)) == (255, 255, 255) and rgb.getpixel((0, 0)) == (0, 0, 0)
+    assert rgb.getpixel((1, 2))[0] == round(9 / 15 * 255)
+    eight_bit = to_rgb(Image.fromarray(values * 200, mode="F"))  # values beyond 1: 8-bit scale
+    assert eight_bit.getpixel((3, 3)) == (200, 200, 200)

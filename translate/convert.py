@@ -128,10 +128,31 @@ def check_paths(input_path: Path, output_root: Path, writable: bool = True) -> N
 
 
 def plan_jobs(input_path: Path, output_root: Path, fmt: str) -> list[Job]:
-    """Every image under ``input_path`` (or the file itself), sorted, with its target."""
+    """Every image under ``input_path`` (or the file itself), sorted, with a unique target.
+
+    Inputs whose targets would coincide (``photo.jpg`` and ``photo.png`` with ``--format png``)
+    each keep their whole file name before the new extension (``photo.jpg.png``,
+    ``photo.png.png``): deterministic, and no output overwrites another. Raises TranslateError
+    if names still collide.
+    """
     if input_path.is_file():
         return [Job(input_path, target_path(input_path, input_path, output_root, fmt))]
-    return [Job(p, target_path(p, input_path, output_root, fmt)) for p in list_images(input_path)]
+    jobs = [Job(p, target_path(p, input_path, output_root, fmt)) for p in list_images(input_path)]
+    claims: dict[str, int] = {}
+    for job in jobs:
+        claims[str(job.target).lower()] = claims.get(str(job.target).lower(), 0) + 1
+    jobs = [
+        Job(j.source, j.target.with_name(j.source.name + j.target.suffix))
+        if claims[str(j.target).lower()] > 1
+        else j
+        for j in jobs
+    ]
+    seen: dict[str, Path] = {}
+    for job in jobs:
+        other = seen.setdefault(str(job.target).lower(), job.source)
+        if other != job.source:
+            raise TranslateError(f"{other} and {job.source} would both be written to {job.target}")
+    return jobs
 
 
 def oriented_size(path: Path) -> tuple[int, int] | None:

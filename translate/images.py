@@ -29,12 +29,23 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+def _to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """High-bit-depth or float pixel values scaled by their real range to 0..255.
+
+    Floats within [0, 1] are unit intensities; 16-bit modes, and any values above 255, are
+    16-bit intensities; other values are taken as 8-bit. Non-finite values become 0.
+    """
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    if mode == "F" and values.size and values.min() >= 0 and values.max() <= 1:
+        return np.round(values * 255).astype(np.uint8)
+    scale = 257.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 1.0
+    return np.clip(values / scale, 0, 255).astype(np.uint8)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode as 8-bit RGB; transparency is composited on white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        scale = 257.0 if image.mode.startswith("I;16") or values.max() > 255 else 1.0
-        image = Image.fromarray(np.clip(values / scale, 0, 255).astype(np.uint8))
+        image = Image.fromarray(_to_8bit(np.asarray(image, dtype=np.float64), image.mode))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
