@@ -12,7 +12,7 @@ import io
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import torch
 from PIL import Image
@@ -147,14 +147,21 @@ def translate_many(
 
 
 def output_names(names: Sequence[str]) -> list[str]:
-    """PNG file names for outputs: each input's stem, made unique within the batch."""
-    seen: dict[str, int] = {}
+    """PNG file names for outputs: each input's stem, made unique within the batch.
+
+    Client names are never paths: only the last component survives, whichever separator
+    (``/`` or ``\\``) or drive prefix it came with, and leading dots are dropped.
+    """
+    taken: set[str] = set()
     result = []
     for name in names:
-        stem = Path(name).stem or "image"
-        count = seen.get(stem, 0)
-        seen[stem] = count + 1
-        result.append(f"{stem}.png" if count == 0 else f"{stem}-{count}.png")
+        stem = PureWindowsPath(str(name)).stem.lstrip(".").strip() or "image"
+        candidate, count = f"{stem}.png", 0
+        while candidate.lower() in taken:
+            count += 1
+            candidate = f"{stem}-{count}.png"
+        taken.add(candidate.lower())
+        result.append(candidate)
     return result
 
 
