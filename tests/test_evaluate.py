@@ -201,3 +201,18 @@ def test_colour_shift_on_known_colours():
     lab = metrics.to_lab(torch.stack([white[0], -white[0]]))
     assert lab[0, 0].mean().item() == pytest.approx(100.0) and lab[1, 0].max().item() == 0.0
     assert lab[:, 1:].abs().max().item() <= 1  # white and black carry no colour
+
+
+def test_one_image_per_domain_reports_realism_as_not_computed(tmp_path, tiny_vae):
+    from helpers import make_folders, tiny_translator
+
+    data = make_folders(tmp_path / "data", n_train=6, n_test=1)
+    (tmp_path / "data.yaml").write_text(
+        f"data:\n  source: folders\n  root: {data}\n  resolution: 16\n"
+    )
+    tiny_translator(tiny_vae).save_pretrained(tmp_path / "ckpt")
+    argv = [str(tmp_path / "ckpt"), "--data-config", str(tmp_path / "data.yaml")]
+    assert eval_main([*argv, "--steps", "1", "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "metrics.json").read_text())["rows"]
+    assert all(r["scores"]["fd"] is None and r["scores"]["ssim"] is not None for r in rows)
+    assert "not computed" in (tmp_path / "out" / "report.md").read_text()

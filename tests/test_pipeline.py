@@ -141,3 +141,34 @@ def test_vae_dtype_choices(translator, images, tmp_path):
     assert error < 8
     with pytest.raises(TranslateError, match="vae_dtype"):
         Translator.from_pretrained(tmp_path / "ckpt", device="cpu", vae_dtype="int8")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("resolution", "abc", '"resolution" must be a non-negative integer'),
+        ("vae", None, '"vae" must name a "path" or a "pretrained" VAE'),
+        ("domain_a", 3, '"domain_a" must be a string'),
+    ],
+)
+def test_damaged_translator_json_is_one_line(translator, tmp_path, key, value, message):
+    translator.save_pretrained(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "translator.json").read_text())
+    meta[key] = value
+    (tmp_path / "ckpt" / "translator.json").write_text(json.dumps(meta))
+    with pytest.raises(TranslateError, match=message) as err:
+        Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert "\n" not in str(err.value) and "translator.json" in str(err.value)
+
+
+def test_a_corrupt_example_is_skipped_with_a_warning(translator, images, tmp_path):
+    translator.examples = {"a2b": images}
+    try:
+        translator.save_pretrained(tmp_path / "ckpt")
+    finally:
+        translator.examples = {}
+    first = sorted((tmp_path / "ckpt" / "examples" / "a2b").glob("*.png"))[0]
+    first.write_bytes(first.read_bytes()[:40])  # truncated
+    with pytest.warns(UserWarning, match="skipped unreadable example"):
+        loaded = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert len(loaded.examples["a2b"]) == 1 and loaded(images[:1], steps=1)

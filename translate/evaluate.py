@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -245,9 +246,12 @@ class _Scorer:
     def __call__(self, out: torch.Tensor) -> dict[str, float]:
         out = out.float().clamp(-1, 1)
         out_feats = self.feats(out)
-        scores = metrics.realism_from_features(
-            self.target_realism, self._realism_feats(out, out_feats), self.seed
-        )
+        if min(len(out), len(self.target_realism)) >= 2:
+            scores = metrics.realism_from_features(
+                self.target_realism, self._realism_feats(out, out_feats), self.seed
+            )
+        else:  # a distance between distributions needs two images a side: not computed
+            scores = {"fd": math.nan, "kid": math.nan, "kid_std": math.nan}
         scores.update(
             ssim=metrics.ssim(out, self.src.pixels).mean().item(),
             psnr=metrics.psnr(out, self.src.pixels).mean().item(),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +55,24 @@ class TranslatorInfo:
     )  # {"path": "vae"} or {"pretrained", "subfolder"}
     config: dict[str, Any] = field(default_factory=dict)  # the resolved training config
     format_version: int = FORMAT_VERSION
+
+    def problem(self) -> str | None:
+        """What is wrong with the stored values, in a few words, or None."""
+        for name in ("domain_a", "domain_b"):
+            if not isinstance(getattr(self, name), str):
+                return f'"{name}" must be a string'
+        for name in ("resolution", "step", "format_version"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return f'"{name}" must be a non-negative integer, got {value!r}'
+        if self.resolution == 0:
+            return '"resolution" must be positive'
+        vae = self.vae
+        if not isinstance(vae, dict) or not isinstance(vae.get("path", vae.get("pretrained")), str):
+            return f'"vae" must name a "path" or a "pretrained" VAE, got {vae!r}'
+        if not isinstance(self.config, dict):
+            return '"config" must be a mapping'
+        return None
 
 
 VAE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -130,6 +149,9 @@ class Translator:
             info = TranslatorInfo(**raw)
         except (json.JSONDecodeError, TypeError) as err:
             raise TranslateError(f"unreadable {config_file}: {err}") from None
+        problem = info.problem()
+        if problem:
+            raise TranslateError(f"damaged {config_file}: {problem}")
         if info.format_version > FORMAT_VERSION:
             raise TranslateError(
                 f"checkpoint {path} has format {info.format_version}; this version reads up to "
@@ -288,8 +310,14 @@ def _load_examples(folder: Path) -> dict[str, list[Image.Image]]:
     examples = {}
     for direction in DIRECTIONS:
         files = sorted((folder / direction).glob("*.png"))
-        if files:
-            examples[direction] = [load_rgb(f) for f in files]
+        images = []
+        for f in files:  # examples are optional: a damaged one is skipped, the model loads
+            try:
+                images.append(load_rgb(f))
+            except (OSError, ValueError, SyntaxError, EOFError) as err:
+                warnings.warn(f"skipped unreadable example {f}: {_first_line(err)}", stacklevel=3)
+        if images:
+            examples[direction] = images
     return examples
 
 

@@ -107,6 +107,8 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         "- straightness is left out at 1 NFE (a single Euler step is straight by construction); "
         "dopri5 rows give the mean NFE it took",
     ]
+    if any(math.isnan(r.scores.get("fd", 0.0)) for r in outcome.rows):
+        lines.append("- realism (FD, KID) not computed: it needs at least two images per set")
     if command:
         lines += ["", "```", command, "```"]
     for direction in dict.fromkeys(r.direction for r in outcome.rows):
@@ -157,7 +159,9 @@ def _plot(outcome: Outcome, direction: str, path: Path) -> Path:
 
     realism = _realism(outcome)
     rows = [r for r in outcome.rows if r.direction == direction]
-    plots = [(k, t) for k, t in PLOTS if any(k in r.scores for r in rows)]
+    plots = [
+        (k, t) for k, t in PLOTS if any(math.isfinite(r.scores.get(k, math.nan)) for r in rows)
+    ]
     fig, axes = plt.subplots(1, len(plots), figsize=(4.2 * len(plots), 3.4), squeeze=False)
     for ax, (key, title) in zip(axes[0], plots, strict=True):
         for model, method in dict.fromkeys((r.model, r.method) for r in rows if r.method):
