@@ -92,3 +92,25 @@ def test_same_seed_same_discriminators():
 def test_ramp(step, share):
     assert ramp(step, start=10, length=4) == pytest.approx(share)
     assert ramp(step, start=0, length=0) == 1.0
+
+
+def test_distance_weighting_counts_each_prediction_by_its_jump():
+    from translate.adversarial import endpoint_weights
+
+    t = torch.tensor([0.0, 0.25, 1.0])
+    assert endpoint_weights(t, "uniform") is None
+    w = endpoint_weights(t, "distance")
+    assert w.b.tolist() == [1.0, 0.75, 0.0] and w.a.tolist() == [0.0, 0.25, 1.0]
+    with pytest.raises(ValueError, match="unknown endpoint weighting"):
+        endpoint_weights(t, "other")
+    # a fake with weight 0 does not count: changing it leaves the loss unchanged
+    disc = Discriminators(4, width=8)
+    real, fake = _sets(n=3)
+    other = Endpoints(fake.a, fake.b.clone())
+    other.b[2] += 5.0  # predicted at t = 1: weight 0 for z_B
+    other.a[0] += 5.0  # predicted at t = 0: weight 0 for z_A
+    assert generator_loss(disc, fake, w).item() == pytest.approx(
+        generator_loss(disc, other, w).item()
+    )
+    one = discriminator_loss(disc, real, fake, 0.0, w).total.item()
+    assert one == pytest.approx(discriminator_loss(disc, real, other, 0.0, w).total.item())

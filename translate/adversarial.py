@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from translate.config import WEIGHTINGS
+
 DOMAINS = ("a", "b")
 
 
@@ -69,9 +71,40 @@ class Endpoints:
     b: torch.Tensor
 
 
-def generator_loss(disc: Discriminators, fake: Endpoints) -> torch.Tensor:
+def _weighted_mean(per_patch: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """(batch, 1, h, w) losses -> a scalar: the mean, or a per-sample weighted mean."""
+    per_sample = per_patch.flatten(1).mean(1)
+    if weight is None:
+        return per_sample.mean()
+    return (per_sample * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def endpoint_weights(t: torch.Tensor, weighting: str) -> Endpoints | None:
+    """Per-sample weights (batch,) of the endpoints predicted from times t (batch,).
+
+    ``uniform``: None (every prediction counts alike). ``distance``: a prediction counts by how
+    far it jumps, 1 - t for z_B and t for z_A, so that the one-step translations from the
+    sources (the blurry ones) dominate and near-trivial predictions next to the target do not.
+    Raises ValueError for an unknown name.
+    """
+    if weighting == "uniform":
+        return None
+    if weighting == "distance":
+        return Endpoints(t.detach().float(), (1 - t).detach().float())
+    raise ValueError(f"unknown endpoint weighting {weighting!r}; choose from {WEIGHTINGS}")
+
+
+def generator_loss(
+    disc: Discriminators, fake: Endpoints, weights: Endpoints | None = None
+) -> torch.Tensor:
     """Non-saturating loss of predicted endpoints under both discriminators (a scalar)."""
-    return sum(F.softplus(-disc(d, getattr(fake, d))).mean() for d in DOMAINS)
+    return sum(
+        _weighted_mean(F.softplus(-disc(d, getattr(fake, d))), _get(weights, d)) for d in DOMAINS
+    )
+
+
+def _get(weights: Endpoints | None, domain: str) -> torch.Tensor | None:
+    return None if weights is None else getattr(weights, domain)
 
 
 @dataclass(frozen=True)
@@ -84,11 +117,16 @@ class DiscriminatorLoss:
 
 
 def discriminator_loss(
-    disc: Discriminators, real: Endpoints, fake: Endpoints, r1_gamma: float
+    disc: Discriminators,
+    real: Endpoints,
+    fake: Endpoints,
+    r1_gamma: float,
+    weights: Endpoints | None = None,
 ) -> DiscriminatorLoss:
     """Logistic loss on real vs (detached) fake latents, plus the R1 penalty on the reals.
 
-    Raises nothing; ``r1_gamma = 0`` skips the gradient penalty (and its double backward).
+    ``weights`` (``endpoint_weights``) weight the fakes. ``r1_gamma = 0`` skips the gradient
+    penalty (and its double backward).
     """
     logistic = torch.zeros((), device=real.a.device)
     r1 = torch.zeros((), device=real.a.device)
@@ -96,7 +134,8 @@ def discriminator_loss(
         x_real = getattr(real, d).detach().float().requires_grad_(r1_gamma > 0)
         logits_real = disc(d, x_real)
         logits_fake = disc(d, getattr(fake, d).detach())
-        logistic = logistic + F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
+        fake_loss = _weighted_mean(F.softplus(logits_fake), _get(weights, d))
+        logistic = logistic + F.softplus(-logits_real).mean() + fake_loss
         if r1_gamma > 0:
             (grad,) = torch.autograd.grad(logits_real.sum(), x_real, create_graph=True)
             r1 = r1 + grad.pow(2).flatten(1).sum(1).mean()
@@ -134,13 +173,15 @@ class Adversary:
         self.optimizer = torch.optim.AdamW(self.disc.parameters(), lr=lr, betas=(0.5, 0.99))
         self.r1_gamma = r1_gamma
 
-    def generator_loss(self, fake: Endpoints) -> torch.Tensor:
-        return generator_loss(self.disc, fake)
+    def generator_loss(self, fake: Endpoints, weights: Endpoints | None = None) -> torch.Tensor:
+        return generator_loss(self.disc, fake, weights)
 
-    def update(self, real: Endpoints, fake: Endpoints, reduce=None) -> DiscriminatorLoss:
+    def update(
+        self, real: Endpoints, fake: Endpoints, reduce=None, weights: Endpoints | None = None
+    ) -> DiscriminatorLoss:
         """One optimizer step of the discriminators on real vs fake latents."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = discriminator_loss(self.disc, real, fake, self.r1_gamma)
+        loss = discriminator_loss(self.disc, real, fake, self.r1_gamma, weights)
         loss.total.backward()
         if reduce is not None:
             for p in self.disc.parameters():

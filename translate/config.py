@@ -17,6 +17,7 @@ from translate.errors import ConfigError
 from translate.flow import TIME_SAMPLINGS
 
 SOURCES = ("emoji", "folders", "celeba", "glyphs")
+WEIGHTINGS = ("uniform", "distance")  # of predicted endpoints: translate.adversarial
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global", "dataset")
 METHODS = ("euler", "midpoint", "rk4", "dopri5")
@@ -118,8 +119,12 @@ class AdversarialConfig:
     r1_gamma: float = 0.05  # R1 gradient penalty on real latents (Mescheder et al. 2018)
     lr: float = 2e-4  # discriminators' AdamW learning rate
     width: int = 64  # channels of the discriminators' first layer
+    # uniform: every predicted endpoint counts alike; distance: by how far it jumps (1 - t for
+    # A -> B, t for B -> A), so that one-step translations from the sources dominate
+    weighting: str = "uniform"
 
     def __post_init__(self) -> None:
+        _choice("adversarial.weighting", self.weighting, WEIGHTINGS)
         for key in ("weight", "start", "ramp", "r1_gamma"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"adversarial.{key} must be >= 0, got {getattr(self, key)}")

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from translate import runs
-from translate.adversarial import Adversary, Endpoints, ramp
+from translate.adversarial import Adversary, Endpoints, endpoint_weights, ramp
 from translate.config import Config, config_from_dict, to_dict, to_yaml
 from translate.coupling import Coupler, DatasetPlan, GlobalCoupler, Pairing, build_coupler
 from translate.errors import TranslateError
@@ -258,7 +258,8 @@ class Trainer:
                     fake = Endpoints(
                         *predicted_endpoints(step.sample.x_t, step.sample.t, step.velocity)
                     )
-                    adv_loss = self.adversary.generator_loss(fake)
+                    weights = endpoint_weights(step.sample.t, cfg.adversarial.weighting)
+                    adv_loss = self.adversary.generator_loss(fake, weights)
                     loss = loss + adv_weight * adv_loss
                 mean_loss = acc.gather(step.loss.detach()[None]).mean().item()
                 if not math.isfinite(mean_loss):
@@ -274,7 +275,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 if fake is not None:
                     disc = self.adversary.update(
-                        Endpoints(pairing.x0, pairing.x1), fake, acc.reduce
+                        Endpoints(pairing.x0, pairing.x1), fake, acc.reduce, weights
                     )
             if not acc.sync_gradients:
                 continue
