@@ -106,7 +106,7 @@ def test_distance_weighting_counts_each_prediction_by_its_jump():
     # a fake with weight 0 does not count: changing it leaves the loss unchanged
     disc = Discriminators(4, width=8)
     real, fake = _sets(n=3)
-    other = Endpoints(fake.a, fake.b.clone())
+    other = Endpoints(fake.a.clone(), fake.b.clone())
     other.b[2] += 5.0  # predicted at t = 1: weight 0 for z_B
     other.a[0] += 5.0  # predicted at t = 0: weight 0 for z_A
     assert generator_loss(disc, fake, w).item() == pytest.approx(
