@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - exercised by users without the extra
     sys.exit('error: the app needs Gradio: pip install "translate[app]"')
 
 from translate import serving
-from translate.errors import TranslateError
+from translate.errors import TranslateError, first_line
 from translate.pipeline import Translator
 from translate.solvers import METHODS
 
@@ -207,7 +207,7 @@ def _user_errors() -> Iterator[None]:
         raise gr.Error(str(err), print_exception=False) from None
     except Exception as err:
         log.exception("translation failed")
-        raise gr.Error(f"translation failed: {_first_line(err)}") from None
+        raise gr.Error(f"translation failed: {first_line(err)}") from None
 
 
 def _upload_path(payload: Any) -> str | None:
@@ -247,10 +247,6 @@ def _output_path(workdir: Path, stem: str, suffix: str) -> Path:
         if old.stat().st_mtime < cutoff:
             old.unlink(missing_ok=True)
     return folder / f"{stem}-{uuid.uuid4().hex[:12]}{suffix}"
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from translate.errors import ConfigError
+from translate.errors import ConfigError, first_line
 from translate.flow import TIME_SAMPLINGS
 
 SOURCES = ("emoji", "folders", "celeba", "glyphs")
@@ -256,13 +256,13 @@ def to_yaml(cfg: Config) -> str:
 def _describe(err: OmegaConfBaseException, schema: DictConfig) -> str:
     """Turn an OmegaConf exception into one line naming the key and the valid choices."""
     key = getattr(err, "full_key", None) or ""
-    first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+    message = first_line(err)
     parent_key, _, leaf = key.rpartition(".")
     node = OmegaConf.select(schema, parent_key) if parent_key else schema
     if isinstance(node, DictConfig) and leaf and leaf not in node:
         valid = ", ".join(f"{parent_key + '.' if parent_key else ''}{k}" for k in node)
         return f"unknown config key '{key}'; valid keys here: {valid}"
-    return f"config key '{key}': {first_line}" if key else f"invalid config: {first_line}"
+    return f"config key '{key}': {message}" if key else f"invalid config: {message}"
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from translate.errors import first_line
+
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
@@ -143,7 +145,7 @@ def read_image(path: str | Path) -> SourceImage:
     except UnidentifiedImageError:
         raise ValueError("not an image, or an unsupported format") from None
     except (OSError, SyntaxError, EOFError) as err:  # truncated or corrupt data
-        raise ValueError(f"corrupt or truncated image ({_reason(err)})") from None
+        raise ValueError(f"corrupt or truncated image ({first_line(err)})") from None
     alpha = oriented.convert("RGBA").getchannel("A") if has_alpha else None
     if alpha is not None and alpha.getextrema() == (255, 255):
         alpha = None
@@ -185,10 +187,6 @@ def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
         return ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
     except (ImageCms.PyCMSError, OSError, ValueError):
         return image
-
-
-def _reason(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 _SRGB = ImageCms.createProfile("sRGB")

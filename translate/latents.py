@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from translate.errors import TranslateError
+from translate.errors import TranslateError, first_line
 from translate.images import load_rgb, resize_center_crop, to_pil, to_tensor
 
 
@@ -81,8 +81,7 @@ class LatentCodec:
             raise
         except Exception as err:  # OSError, HTTP errors, bad JSON: all mean "cannot load"
             where = f"{name_or_path}" + (f" (subfolder {subfolder})" if subfolder else "")
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise TranslateError(f"cannot load VAE from {where}: {reason}") from None
+            raise TranslateError(f"cannot load VAE from {where}: {first_line(err)}") from None
         return cls(vae.to(device), str(name_or_path), subfolder)
 
     def to_dtype(self, dtype: torch.dtype) -> None:
@@ -179,7 +178,7 @@ class _ImageFiles(Dataset):
             return (
                 index,
                 None,
-                f"{path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+                f"{path}: {first_line(err)}",
             )
         if index >= len(self.files):
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

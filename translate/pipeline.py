@@ -26,7 +26,7 @@ import torch
 from diffusers import UNet2DModel
 from PIL import Image
 
-from translate.errors import TranslateError
+from translate.errors import TranslateError, first_line
 from translate.flow import time_span
 from translate.images import load_rgb, resize_center_crop, to_pil, to_rgb, to_tensor
 from translate.latents import LatentCodec
@@ -161,7 +161,7 @@ class Translator:
             unet = UNet2DModel.from_pretrained(str(path / "unet"))
         except Exception as err:
             raise TranslateError(
-                f"cannot load the UNet from {path / 'unet'}: {_first_line(err)}"
+                f"cannot load the UNet from {path / 'unet'}: {first_line(err)}"
             ) from None
         dtype = resolve_vae_dtype(vae_dtype, resolve_device(device))
         if "path" in info.vae:
@@ -315,7 +315,7 @@ def _load_examples(folder: Path) -> dict[str, list[Image.Image]]:
             try:
                 images.append(load_rgb(f))
             except (OSError, ValueError, SyntaxError, EOFError) as err:
-                warnings.warn(f"skipped unreadable example {f}: {_first_line(err)}", stacklevel=3)
+                warnings.warn(f"skipped unreadable example {f}: {first_line(err)}", stacklevel=3)
         if images:
             examples[direction] = images
     return examples
@@ -338,7 +338,3 @@ def replace_dir(tmp: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__

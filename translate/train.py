@@ -29,7 +29,7 @@ from translate import runs
 from translate.adversarial import Adversary, Endpoints, endpoint_weights, ramp
 from translate.config import Config, config_from_dict, to_dict, to_yaml
 from translate.coupling import Coupler, DatasetPlan, GlobalCoupler, Pairing, build_coupler
-from translate.errors import TranslateError
+from translate.errors import TranslateError, first_line
 from translate.flow import CFMStep, ProbabilityPath, build_path, cfm_step, predicted_endpoints
 from translate.images import grid, load_rgb, resize_center_crop
 from translate.latents import quiet_diffusers
@@ -415,13 +415,39 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _resume(self) -> None:
-        state = (
-            Path(self.cfg.train.resume) if self.cfg.train.resume else runs.latest_state(self.out)
-        )
-        if state is None:
+        """Resume from ``train.resume`` or the newest usable state of the run folder.
+
+        A newest state that does not load (a truncated or unsafe file) is reported in one line,
+        renamed to ``state/damaged-step-N`` (kept for inspection, never deleted) and the next
+        older one is tried.
+        """
+        acc = self.accelerator
+        if self.cfg.train.resume:
+            state = Path(self.cfg.train.resume)
+            if not (state / "trainer_state.json").is_file():
+                raise TranslateError(f"not a resumable state folder: {state}")
+            try:
+                self._load_state(state)
+            except Exception as err:
+                raise TranslateError(f"cannot resume from {state}: {first_line(err)}") from None
             return
-        if not (state / "trainer_state.json").is_file():
-            raise TranslateError(f"not a resumable state folder: {state}")
+        while (state := runs.latest_state(self.out)) is not None:
+            try:
+                self._load_state(state)
+                return
+            except Exception as err:
+                acc.print(f"warning: state {state} does not load ({first_line(err)}); set aside")
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    os.replace(state, state.with_name(f"damaged-{state.name}"))
+                acc.wait_for_everyone()
+        if any(p.name.startswith("damaged-") for p in (self.out / runs.STATE).glob("*")):
+            raise TranslateError(
+                f"no usable state in {self.out / runs.STATE} (the damaged ones are set aside); "
+                "use a new train.output_dir to start again"
+            )
+
+    def _load_state(self, state: Path) -> None:
         acc = self.accelerator
         acc.load_state(str(state))
         with quiet_diffusers():  # EMA fields in config.json are not UNet arguments
