@@ -272,3 +272,21 @@ def test_exploded_weights_are_never_saved_and_the_advice_works(workspace):
     final = train_module.main(config("train.steps=4", "train.checkpoint_every=2"))
     unet = Translator.from_pretrained(final, device="cpu").unet
     assert max(p.abs().max().item() for p in unet.parameters()) < train_module.WEIGHT_LIMIT
+
+
+def test_a_damaged_newest_state_is_set_aside_and_the_older_one_resumes(workspace, capsys):
+    tmp, _, config = workspace
+    train_module.main(config("train.steps=6", "train.checkpoint_every=3"))
+    newest = runs.latest_state(tmp / "run")
+    assert newest.name == "step-000006"
+    model = newest / "model.safetensors"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # cut to half its size
+    final = train_module.main(config("train.steps=9", "train.checkpoint_every=3"))
+    out = capsys.readouterr().out
+    assert "step-000006 does not load" in out and "resumed from" in out and "step-000003" in out
+    assert (tmp / "run" / "state" / "damaged-step-000006" / "model.safetensors").is_file()
+    assert Translator.from_pretrained(final, device="cpu").info.step == 9
+    # a named state that does not load is one line, not a traceback
+    damaged = tmp / "run" / "state" / "damaged-step-000006"
+    with pytest.raises(TranslateError, match="cannot resume from .*damaged-step-000006"):
+        train_module.main(config("train.steps=12", f"train.resume={damaged}"))
