@@ -48,7 +48,10 @@ KEEP_OUTPUTS_S = 900  # GIFs and zips the page offers for download live this lon
 
 
 def build_demo(
-    translator: Translator, workdir: Path, max_upload_mb: float = serving.MAX_UPLOAD_MB
+    translator: Translator,
+    workdir: Path,
+    max_upload_mb: float = serving.MAX_UPLOAD_MB,
+    max_megapixels: float = serving.MAX_MEGAPIXELS,
 ) -> gr.Blocks:
     """The page for one loaded ``Translator``; ``workdir`` holds example and output files."""
     labels = serving.direction_labels(translator)
@@ -72,6 +75,7 @@ def build_demo(
                 solver,
                 float(strength),
                 max_upload_mb,
+                max_megapixels,
             )
         if result.note:
             gr.Info(result.note)
@@ -95,6 +99,7 @@ def build_demo(
                 solver,
                 max_mb=max_upload_mb,
                 names=names,
+                max_megapixels=max_megapixels,
             )
         zip_path = None
         if results:
@@ -261,6 +266,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-upload-mb", type=float, default=serving.MAX_UPLOAD_MB, help="per file"
     )
+    parser.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=serving.MAX_MEGAPIXELS,
+        help="per image; larger pictures are refused before decoding",
+    )
     return parser.parse_args(argv)
 
 
@@ -268,7 +279,7 @@ def launch(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
     """Load the checkpoint once, then serve; raises ``TranslateError`` if it cannot load."""
     translator = Translator.from_pretrained(args.checkpoint, device=args.device)
     workdir = Path(tempfile.mkdtemp(prefix="translate-app-"))
-    demo = build_demo(translator, workdir, args.max_upload_mb)
+    demo = build_demo(translator, workdir, args.max_upload_mb, args.max_megapixels)
     # one request at a time on a CPU (torch already uses every core); two on a GPU
     concurrency = 2 if translator.device.type == "cuda" else 1
     demo.queue(default_concurrency_limit=concurrency, max_size=64)

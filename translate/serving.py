@@ -23,6 +23,10 @@ from translate.pipeline import DIRECTIONS, Translator
 from translate.solvers import METHODS
 
 MAX_UPLOAD_MB = 20  # per file; the web server enforces it too
+# per image: a small file can hold a huge picture (6000 x 6000 px is 0.1 MB as a flat PNG) whose
+# decoding and native-size resizing would block the queue for a minute
+MAX_MEGAPIXELS = 16.0
+PREVIEW_SIDE = 512  # px: the path's frames and GIF are shown at most this large
 MAX_STEPS = 64
 OBJECTIVE_NAMES = {
     "ot-cfm": "OT-CFM (exact minibatch optimal transport)",
@@ -47,8 +51,15 @@ def direction_labels(translator: Translator) -> dict[str, str]:
     return {f"{a} → {b}": "a2b", f"{b} → {a}": "b2a"}
 
 
-def open_upload(path: str | Path | None, max_mb: float = MAX_UPLOAD_MB) -> SourceImage:
-    """An uploaded file made ready for the model, or ``ValueError`` saying why not."""
+def open_upload(
+    path: str | Path | None,
+    max_mb: float = MAX_UPLOAD_MB,
+    max_megapixels: float = MAX_MEGAPIXELS,
+) -> SourceImage:
+    """An uploaded file made ready for the model, or ``ValueError`` saying why not.
+
+    The byte size and the pixel count (read from the header, before decoding) are limited.
+    """
     if path is None:
         raise ValueError("no image given: upload one first")
     path = Path(path)
@@ -60,6 +71,16 @@ def open_upload(path: str | Path | None, max_mb: float = MAX_UPLOAD_MB) -> Sourc
         raise ValueError("the upload is empty (0 bytes)")
     if size > max_mb * 2**20:
         raise ValueError(f"the upload is {size / 2**20:.1f} MB; the limit is {max_mb:g} MB")
+    try:
+        with Image.open(path) as header:
+            width, height = header.size
+    except Exception:
+        width = height = 0  # not an image: read_image says why
+    if width * height > max_megapixels * 1e6:
+        raise ValueError(
+            f"the image is {width}×{height} px ({width * height / 1e6:.1f} megapixels); "
+            f"the limit is {max_megapixels:g} megapixels"
+        )
     return read_image(path)
 
 
@@ -83,10 +104,11 @@ def translate_upload(
     method: str = "euler",
     strength: float = 1.0,
     max_mb: float = MAX_UPLOAD_MB,
+    max_megapixels: float = MAX_MEGAPIXELS,
 ) -> Translation:
     """Translate one uploaded file at its own size, with the path's frames."""
     check_settings(direction, steps, method, strength)
-    source = open_upload(path, max_mb)
+    source = open_upload(path, max_mb, max_megapixels)
     (frames,) = translator(
         [source.rgb],
         direction,
@@ -99,7 +121,7 @@ def translate_upload(
     start, end = time_span(direction, float(strength))
     times = torch.linspace(start, end, len(frames)).tolist()  # the solver's frame times
     image = with_alpha(frames[-1], restore_alpha(source.alpha, frames[-1]))
-    return Translation(image, frames, times, source.note)
+    return Translation(image, [preview(f) for f in frames], times, source.note)
 
 
 def translate_many(
@@ -112,6 +134,7 @@ def translate_many(
     batch_size: int = 16,
     max_mb: float = MAX_UPLOAD_MB,
     names: Sequence[str] | None = None,
+    max_megapixels: float = MAX_MEGAPIXELS,
 ) -> tuple[list[tuple[str, Image.Image]], list[tuple[str, str]]]:
     """Translate several uploads; bad files are skipped, never fatal.
 
@@ -125,7 +148,7 @@ def translate_many(
     failed: list[tuple[str, str]] = []
     for name, path in zip(names, paths, strict=True):
         try:
-            good.append((name, open_upload(path, max_mb)))
+            good.append((name, open_upload(path, max_mb, max_megapixels)))
         except ValueError as err:
             failed.append((name, str(err)))
     if not good:
@@ -177,10 +200,17 @@ def zip_images(images: Sequence[tuple[str, Image.Image]], target: str | Path) ->
     return target
 
 
+def preview(image: Image.Image, side: int = PREVIEW_SIDE) -> Image.Image:
+    """An RGB copy at most ``side`` pixels on its long side (path frames, GIFs)."""
+    image = image.convert("RGB")
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return image
+
+
 def trajectory_gif(frames: Sequence[Image.Image], target: str | Path, ms: int = 120) -> Path:
     """An animated GIF of the path, pausing on the last frame, looping forever."""
     target = Path(target)
-    frames = [frame.convert("RGB") for frame in frames]
+    frames = [preview(frame) for frame in frames]
     durations = [ms] * (len(frames) - 1) + [ms * 8]
     frames[0].save(
         target, save_all=True, append_images=frames[1:], duration=durations, loop=0, disposal=2
