@@ -115,6 +115,8 @@ class AdversarialConfig:
 
     weight: float = 0.0  # lambda on the generator loss, added to the CFM regression
     start: int = 200  # optimizer steps of pure CFM before the term starts (warm start)
+    # step after which the discriminators start to train; null: with the generator term (start)
+    disc_start: int | None = None
     ramp: int = 200  # steps over which lambda rises linearly from 0 to weight
     r1_gamma: float = 0.05  # R1 gradient penalty on real latents (Mescheder et al. 2018)
     lr: float = 2e-4  # discriminators' AdamW learning rate
@@ -125,8 +127,8 @@ class AdversarialConfig:
 
     def __post_init__(self) -> None:
         _choice("adversarial.weighting", self.weighting, WEIGHTINGS)
-        for key in ("weight", "start", "ramp", "r1_gamma"):
-            if getattr(self, key) < 0:
+        for key in ("weight", "start", "ramp", "r1_gamma", "disc_start"):
+            if (getattr(self, key) or 0) < 0:
                 raise ConfigError(f"adversarial.{key} must be >= 0, got {getattr(self, key)}")
         _positive("adversarial.lr", self.lr)
         _positive("adversarial.width", self.width)

@@ -26,7 +26,13 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from translate import runs
-from translate.adversarial import Adversary, Endpoints, endpoint_weights, ramp
+from translate.adversarial import (
+    Adversary,
+    DiscriminatorLoss,
+    Endpoints,
+    endpoint_weights,
+    ramp,
+)
 from translate.config import Config, config_from_dict, to_dict, to_yaml
 from translate.coupling import Coupler, DatasetPlan, GlobalCoupler, Pairing, build_coupler
 from translate.errors import TranslateError, first_line
@@ -252,15 +258,8 @@ class Trainer:
                 step = flow_step(
                     self.unet, pairing, self.path, self.gens.path, cfg.flow.time_sampling
                 )
-                loss = step.loss
-                adv_weight, fake = self._adversarial_weight(), None
-                if adv_weight > 0:
-                    fake = Endpoints(
-                        *predicted_endpoints(step.sample.x_t, step.sample.t, step.velocity)
-                    )
-                    weights = endpoint_weights(step.sample.t, cfg.adversarial.weighting)
-                    adv_loss = self.adversary.generator_loss(fake, weights)
-                    loss = loss + adv_weight * adv_loss
+                adv = self._adversarial_step(step)
+                loss = step.loss if adv is None else step.loss + adv.weight * adv.generator
                 mean_loss = acc.gather(step.loss.detach()[None]).mean().item()
                 if not math.isfinite(mean_loss):
                     raise TranslateError(self._poisoned("loss", mean_loss))
@@ -273,9 +272,10 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                if fake is not None:
-                    disc = self.adversary.update(
-                        Endpoints(pairing.x0, pairing.x1), fake, acc.reduce, weights
+                if adv is not None:
+                    real = Endpoints(pairing.x0, pairing.x1)
+                    adv.discriminator = self.adversary.update(
+                        real, adv.fake, acc.reduce, adv.weights
                     )
             if not acc.sync_gradients:
                 continue
@@ -293,16 +293,7 @@ class Trainer:
                         "grad_norm": float(grad_norm),
                         "pair_cost_ratio": cost_ratio,
                         "steps_per_s": window_steps / max(elapsed, 1e-9),
-                        **(
-                            {
-                                "adv_weight": adv_weight,
-                                "adv_generator": adv_loss.item(),
-                                "adv_discriminator": disc.logistic.item(),
-                                "adv_r1": disc.r1.item(),
-                            }
-                            if fake is not None
-                            else {}
-                        ),
+                        **(adv.log() if adv is not None else {}),
                     },
                     step=self.step,
                 )
@@ -313,12 +304,24 @@ class Trainer:
             if self.step % cfg.train.checkpoint_every == 0 or final:
                 self._save(final)
 
-    def _adversarial_weight(self) -> float:
-        """lambda for the coming optimizer step: 0 during the warm start, then ramped."""
+    def _adversarial_step(self, step: CFMStep) -> AdversarialStep | None:
+        """The adversarial term of the coming optimizer step, or None while it is off.
+
+        The discriminators train from ``adversarial.disc_start`` (default: ``start``); the
+        generator term's weight is 0 during the warm start, then ramped to ``weight``.
+        """
         if self.adversary is None:
-            return 0.0
-        adv = self.cfg.adversarial
-        return adv.weight * ramp(self.step + 1, adv.start, adv.ramp)
+            return None
+        adv, coming = self.cfg.adversarial, self.step + 1
+        disc_start = adv.start if adv.disc_start is None else adv.disc_start
+        weight = adv.weight * ramp(coming, adv.start, adv.ramp)
+        if weight == 0 and coming <= disc_start:
+            return None
+        sample = step.sample
+        fake = Endpoints(*predicted_endpoints(sample.x_t, sample.t, step.velocity))
+        weights = endpoint_weights(sample.t, adv.weighting)
+        generator = self.adversary.generator_loss(fake, weights) if weight > 0 else None
+        return AdversarialStep(weight, fake, weights, generator)
 
     def _export_missing(self) -> None:
         """Bring the exports up to date with the resumed state.
@@ -503,6 +506,26 @@ class Trainer:
         for tracker in self.accelerator.trackers:
             if tracker.name == "tensorboard":
                 tracker.writer.add_image("samples", np.asarray(image), self.step, dataformats="HWC")
+
+
+@dataclass
+class AdversarialStep:
+    """One step's adversarial term: lambda, the predicted endpoints and the losses."""
+
+    weight: float  # lambda on the generator loss (0 while only the discriminators train)
+    fake: Endpoints  # predicted endpoints, each (batch, C, h, w)
+    weights: Endpoints | None  # per-sample weights of the endpoints (adversarial.weighting)
+    generator: torch.Tensor | None  # the generator loss; None while weight is 0
+    discriminator: DiscriminatorLoss | None = None  # set after the discriminators' update
+
+    def log(self) -> dict[str, float]:
+        values = {"adv_weight": self.weight}
+        if self.generator is not None:
+            values["adv_generator"] = self.generator.item()
+        if self.discriminator is not None:
+            values["adv_discriminator"] = self.discriminator.logistic.item()
+            values["adv_r1"] = self.discriminator.r1.item()
+        return values
 
 
 def _names_to_files(files: list[Path], names: list[str]) -> list[Path]:
