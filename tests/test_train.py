@@ -290,3 +290,19 @@ def test_a_damaged_newest_state_is_set_aside_and_the_older_one_resumes(workspace
     damaged = tmp / "run" / "state" / "damaged-step-000006"
     with pytest.raises(TranslateError, match="cannot resume from .*damaged-step-000006"):
         train_module.main(config("train.steps=12", f"train.resume={damaged}"))
+
+
+def test_discriminators_can_train_before_the_generator_term(workspace):
+    from safetensors.torch import load_file
+
+    from translate.adversarial import Adversary
+
+    tmp, _, config = workspace
+    plain, early = tmp / "run-plain", tmp / "run-early"
+    train_module.main(config("train.steps=3", f"train.output_dir={plain}"))
+    adv = ("adversarial.weight=0.5", "adversarial.start=3", "adversarial.disc_start=0")
+    train_module.main(config(*adv, "train.steps=3", f"train.output_dir={early}"))
+    assert _final_unet(early) == _final_unet(plain)  # no generator term yet: the same field
+    trained = load_file(str(runs.latest_state(early) / "adversarial" / Adversary.WEIGHTS))
+    fresh = Adversary(4, 64, 2e-4, 0.05, "cpu", seed=0).disc.state_dict()
+    assert any(not torch.equal(trained[k], fresh[k]) for k in fresh)  # but they learned

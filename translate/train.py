@@ -259,7 +259,9 @@ class Trainer:
                     self.unet, pairing, self.path, self.gens.path, cfg.flow.time_sampling
                 )
                 adv = self._adversarial_step(step)
-                loss = step.loss if adv is None else step.loss + adv.weight * adv.generator
+                loss = step.loss
+                if adv is not None and adv.generator is not None:
+                    loss = loss + adv.weight * adv.generator
                 mean_loss = acc.gather(step.loss.detach()[None]).mean().item()
                 if not math.isfinite(mean_loss):
                     raise TranslateError(self._poisoned("loss", mean_loss))
