@@ -304,5 +304,5 @@ def test_discriminators_can_train_before_the_generator_term(workspace):
     train_module.main(config(*adv, "train.steps=3", f"train.output_dir={early}"))
     assert _final_unet(early) == _final_unet(plain)  # no generator term yet: the same field
     trained = load_file(str(runs.latest_state(early) / "adversarial" / Adversary.WEIGHTS))
-    fresh = Adversary(4, 64, 2e-4, 0.05, "cpu", seed=0).disc.state_dict()
+    fresh = Adversary(4, 32, 1e-3, 0.05, "cpu", seed=0).disc.state_dict()  # the defaults
     assert any(not torch.equal(trained[k], fresh[k]) for k in fresh)  # but they learned

@@ -111,19 +111,22 @@ class FlowConfig:
 
 @dataclass
 class AdversarialConfig:
-    """The adversarial endpoint term (translate.adversarial); weight 0 is plain CFM."""
+    """The adversarial endpoint term (translate.adversarial); weight 0 is plain OT-CFM.
 
-    weight: float = 0.0  # lambda on the generator loss, added to the CFM regression
+    The defaults are the measured recipe of docs/SHARPNESS.md (run 3).
+    """
+
+    weight: float = 0.5  # lambda on the generator loss, added to the CFM regression; 0: off
     start: int = 200  # optimizer steps of pure CFM before the term starts (warm start)
     # step after which the discriminators start to train; null: with the generator term (start)
-    disc_start: int | None = None
+    disc_start: int | None = 0
     ramp: int = 200  # steps over which lambda rises linearly from 0 to weight
     r1_gamma: float = 0.05  # R1 gradient penalty on real latents (Mescheder et al. 2018)
-    lr: float = 2e-4  # discriminators' AdamW learning rate
-    width: int = 64  # channels of the discriminators' first layer
+    lr: float = 1e-3  # discriminators' AdamW learning rate
+    width: int = 32  # channels of the discriminators' first layer
     # uniform: every predicted endpoint counts alike; distance: by how far it jumps (1 - t for
     # A -> B, t for B -> A), so that one-step translations from the sources dominate
-    weighting: str = "uniform"
+    weighting: str = "distance"
 
     def __post_init__(self) -> None:
         _choice("adversarial.weighting", self.weighting, WEIGHTINGS)
