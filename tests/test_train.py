@@ -196,13 +196,26 @@ def _final_unet(out):
 
 
 def test_adversarial_weight_zero_is_the_plain_recipe_bit_for_bit(workspace):
+    from safetensors.torch import load_file
+
+    from translate.adversarial import Adversary
+
     tmp, _, config = workspace
-    plain, zero = tmp / "run-plain", tmp / "run-zero"
-    train_module.main(config("train.steps=3", f"train.output_dir={plain}"))
-    off = ("adversarial.weight=0", "adversarial.start=0", "adversarial.r1_gamma=1")
-    train_module.main(config(*off, "train.steps=3", f"train.output_dir={zero}"))
-    assert _final_unet(plain) == _final_unet(zero)
-    assert not (runs.latest_state(zero) / "adversarial").exists()
+    out = {}
+    for name, settings in (
+        ("zero", ("adversarial.weight=0", "adversarial.start=0", "adversarial.r1_gamma=1")),
+        ("idle", ("adversarial.start=3", "adversarial.disc_start=3")),  # built, never used
+        ("disc-only", ("adversarial.start=3", "adversarial.disc_start=0")),  # no generator term
+    ):
+        out[name] = tmp / f"run-{name}"
+        train_module.main(config(*settings, "train.steps=3", f"train.output_dir={out[name]}"))
+    assert not (runs.latest_state(out["zero"]) / "adversarial").exists()  # nothing built
+    assert _final_unet(out["zero"]) == _final_unet(out["idle"]) == _final_unet(out["disc-only"])
+    # the discriminators can train before the generator term without touching the field
+    state = runs.latest_state(out["disc-only"]) / "adversarial" / Adversary.WEIGHTS
+    fresh = Adversary(4, 32, 1e-3, 0.05, "cpu", seed=0).disc.state_dict()  # the defaults
+    trained = load_file(str(state))
+    assert any(not torch.equal(trained[k], fresh[k]) for k in fresh)
 
 
 def test_adversarial_term_trains_saves_and_resumes_exactly(workspace):
@@ -290,19 +303,3 @@ def test_a_damaged_newest_state_is_set_aside_and_the_older_one_resumes(workspace
     damaged = tmp / "run" / "state" / "damaged-step-000006"
     with pytest.raises(TranslateError, match="cannot resume from .*damaged-step-000006"):
         train_module.main(config("train.steps=12", f"train.resume={damaged}"))
-
-
-def test_discriminators_can_train_before_the_generator_term(workspace):
-    from safetensors.torch import load_file
-
-    from translate.adversarial import Adversary
-
-    tmp, _, config = workspace
-    plain, early = tmp / "run-plain", tmp / "run-early"
-    train_module.main(config("train.steps=3", f"train.output_dir={plain}"))
-    adv = ("adversarial.weight=0.5", "adversarial.start=3", "adversarial.disc_start=0")
-    train_module.main(config(*adv, "train.steps=3", f"train.output_dir={early}"))
-    assert _final_unet(early) == _final_unet(plain)  # no generator term yet: the same field
-    trained = load_file(str(runs.latest_state(early) / "adversarial" / Adversary.WEIGHTS))
-    fresh = Adversary(4, 32, 1e-3, 0.05, "cpu", seed=0).disc.state_dict()  # the defaults
-    assert any(not torch.equal(trained[k], fresh[k]) for k in fresh)  # but they learned

@@ -94,11 +94,7 @@ def build_emoji_dataset(cache_dir: Path) -> Path:
     root = Path(cache_dir) / f"emoji-{versions}-v{BUILD_VERSION}"
     if (root / "manifest.json").is_file():
         return root
-    tmp = root.with_name(f".tmp-{root.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for split in ("train", "test"):
-        for domain in "AB":
-            (tmp / f"{split}{domain}").mkdir(parents=True)
+    tmp = start_build(root)
     render = OpenMojiRenderer(font_path)
     kept, skipped = 0, 0
     for png in tqdm(sorted(png_dir.glob("*.png")), desc="building emoji data", unit="emoji"):
@@ -122,6 +118,21 @@ def build_emoji_dataset(cache_dir: Path) -> Path:
         "skipped": skipped,
         "test_percent": TEST_PERCENT,
     }
+    return finish_build(tmp, root, manifest)
+
+
+def start_build(root: Path) -> Path:
+    """A fresh temporary folder next to ``root`` with empty trainA, trainB, testA, testB."""
+    tmp = root.with_name(f".tmp-{root.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split in ("train", "test"):
+        for domain in "AB":
+            (tmp / f"{split}{domain}").mkdir(parents=True)
+    return tmp
+
+
+def finish_build(tmp: Path, root: Path, manifest: dict) -> Path:
+    """Write the manifest (the mark of a complete build) and move ``tmp`` to ``root``."""
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)

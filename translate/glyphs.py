@@ -9,9 +9,6 @@ in the CycleGAN layout, like the emoji default.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import unicodedata
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from translate.emoji import is_blank, is_test
+from translate.emoji import finish_build, is_blank, is_test, start_build
 
 SIZE = 72  # pixels, as the emoji default
 FONT_SIZE = 52
@@ -56,11 +53,7 @@ def build_glyph_dataset(cache_dir: Path) -> Path:
     root = Path(cache_dir) / f"glyphs-mpl{metadata.version('matplotlib')}-v{BUILD_VERSION}"
     if (root / "manifest.json").is_file():
         return root
-    tmp = root.with_name(f".tmp-{root.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for split in ("train", "test"):
-        for domain in "AB":
-            (tmp / f"{split}{domain}").mkdir(parents=True)
+    tmp = start_build(root)
     fonts = [ImageFont.truetype(str(p), FONT_SIZE) for p in paths]
     kept, skipped = 0, 0
     for code in tqdm(shared_characters(paths), desc="building glyph data", unit="glyph"):
@@ -75,7 +68,4 @@ def build_glyph_dataset(cache_dir: Path) -> Path:
             image.save(tmp / f"{split}{domain}" / f"{name}.png")
         kept += 1
     manifest = {"domains": dict(zip("AB", NAMES, strict=True)), "kept": kept, "skipped": skipped}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(tmp, root)
-    return root
+    return finish_build(tmp, root, manifest)
