@@ -346,7 +346,7 @@ class Trainer:
         runs.rotate(self.out, "checkpoint", self.cfg.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
-    def _check_not_diverged(self) -> None:
+    def _check_not_diverged(self) -> Translator:
         """Refuse to save weights that have blown up, even when the loss is still finite.
 
         Checks the live and EMA weights (finite, |w| <= ``WEIGHT_LIMIT``) and the EMA model's
@@ -364,6 +364,7 @@ class Trainer:
         peak = v.abs().max().item()
         if not math.isfinite(peak) or peak > VELOCITY_LIMIT:
             raise TranslateError(self._poisoned("the largest velocity", peak, now=True))
+        return translator  # the checked EMA model, to be exported
 
     def _poisoned(self, what: str, value: float, now: bool = False) -> str:
         last = runs.latest_state(self.out)
@@ -393,7 +394,7 @@ class Trainer:
     def _save(self, final: bool) -> None:
         """Resume point + exported checkpoint, each written under a temporary name first."""
         acc, cfg = self.accelerator, self.cfg
-        self._check_not_diverged()  # every process checks its own (identical) weights
+        translator = self._check_not_diverged()  # every process checks its own (identical) weights
         states = self.out / runs.STATE
         name = runs.step_name("step", self.step)
         tmp = states / f".tmp-{name}"
@@ -412,7 +413,6 @@ class Trainer:
             (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step}))
             replace_dir(tmp, states / name)
             runs.rotate(states, "step", cfg.train.keep_checkpoints)
-            translator = self.translator()
             translator.save_pretrained(self.out / runs.step_name("checkpoint", self.step))
             runs.rotate(self.out, "checkpoint", cfg.train.keep_checkpoints)
             if final:
