@@ -7,8 +7,10 @@ from translate.flow import (
     cfm_loss,
     cfm_step,
     predicted_endpoints,
+    rollout_states,
     sample_time,
 )
+from translate.solvers import integrate
 
 
 @pytest.fixture
@@ -95,3 +97,24 @@ def test_cfm_step_regresses_the_field_onto_the_target(batch):
     step = cfm_step(exact, x0, x1, ProbabilityPath(), torch.Generator().manual_seed(0))
     assert step.loss.item() == 0.0
     torch.testing.assert_close(step.velocity, x1 - x0)
+
+
+def test_rollout_states_are_the_euler_solvers_own_states():
+    def field(x, t):  # nonlinear in x and t; t is a scalar (solver) or per sample (rollout)
+        t = torch.as_tensor(t).reshape(-1, 1, 1, 1)
+        return torch.sin(3 * x) * (1 + t) - x * t
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 2, 3, 3, generator=g), torch.randn(4, 2, 3, 3, generator=g)
+    k = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    t_start = torch.tensor([0.0] * 4 + [1.0] * 4)
+    x_k, t_k = rollout_states(field, torch.cat([a, b]), t_start, 4, k)
+    forward = integrate(field, a, 0.0, 1.0, steps=4, return_trajectory=True).trajectory
+    backward = integrate(field, b, 1.0, 0.0, steps=4, return_trajectory=True).trajectory
+    torch.testing.assert_close(t_k, torch.tensor([0, 0.25, 0.5, 0.75, 0.25, 0.5, 0.75, 1.0]))
+    for i in range(4):
+        torch.testing.assert_close(x_k[i], forward[k[i], i])
+        torch.testing.assert_close(x_k[4 + i], backward[k[4 + i], i])
+    torch.testing.assert_close(x_k[0], a[0])  # k = 0: the source itself
+    with pytest.raises(ValueError, match="k must lie in"):
+        rollout_states(field, a, torch.zeros(4), 4, torch.tensor([0, 1, 2, 4]))

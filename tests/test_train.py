@@ -218,13 +218,20 @@ def test_adversarial_weight_zero_is_the_plain_recipe_bit_for_bit(workspace):
     assert any(not torch.equal(trained[k], fresh[k]) for k in fresh)
 
 
-def test_adversarial_term_trains_saves_and_resumes_exactly(workspace):
+@pytest.mark.parametrize("states", ["path", "trajectory"])
+def test_adversarial_term_trains_saves_and_resumes_exactly(workspace, states):
     tmp, _, config = workspace
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
+    if states == "trajectory":  # judged from the field's own 2-step Euler states
+        adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
     plain, whole, split = tmp / "run-plain", tmp / "run-adv", tmp / "run-adv-split"
     train_module.main(config("train.steps=6", f"train.output_dir={plain}"))
     train_module.main(config(*adv, "train.steps=6", f"train.output_dir={whole}"))
     assert _final_unet(whole) != _final_unet(plain)  # the term changes the field
+    if states == "trajectory":  # and the rolled-out states change it differently
+        path_only = tmp / "run-adv-path"
+        train_module.main(config(*adv[:3], "train.steps=6", f"train.output_dir={path_only}"))
+        assert _final_unet(whole) != _final_unet(path_only)
     state = runs.latest_state(whole) / "adversarial"
     assert (state / "discriminators.safetensors").is_file() and (state / "optimizer.bin").is_file()
     # stopped at step 3 and resumed: the discriminators and their optimizer come back exactly

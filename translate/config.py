@@ -127,10 +127,17 @@ class AdversarialConfig:
     # uniform: every predicted endpoint counts alike; distance: by how far it jumps (1 - t for
     # A -> B, t for B -> A), so that one-step translations from the sources dominate
     weighting: str = "distance"
+    # where the judged predictions start: 0, points of the path x_t (the CFM step's own); K > 0,
+    # the states the field itself reaches after k of K Euler steps from real sources (k drawn
+    # per sample in [0, K)), as inference does with K steps (UNSB's simulated states)
+    trajectory_steps: int = 0
+    trajectory_batch: int = 32  # sources per domain rolled out per step (trajectory_steps > 0)
 
     def __post_init__(self) -> None:
         _choice("adversarial.weighting", self.weighting, WEIGHTINGS)
-        for key in ("weight", "start", "ramp", "r1_gamma", "disc_start"):
+        _positive("adversarial.trajectory_batch", self.trajectory_batch)
+        keys = ("weight", "start", "ramp", "r1_gamma", "disc_start", "trajectory_steps")
+        for key in keys:
             if (getattr(self, key) or 0) < 0:
                 raise ConfigError(f"adversarial.{key} must be >= 0, got {getattr(self, key)}")
         _positive("adversarial.lr", self.lr)

@@ -14,6 +14,7 @@ Integrating the learned field from t=0 to 1 translates A -> B; from 1 to 0, B ->
 
 Training draws t from a named distribution (``TIME_SAMPLINGS``), and the one-step endpoint
 predictions of a field v at (x_t, t) are  z_B = x_t + (1 - t) v  and  z_A = x_t - t v.
+``rollout_states`` gives the states the field itself reaches on the Euler grid of inference.
 """
 
 from __future__ import annotations
@@ -109,6 +110,34 @@ def predicted_endpoints(
     """
     tb = _expand(t, x_t)
     return x_t - tb * v, x_t + (1 - tb) * v
+
+
+def rollout_states(
+    field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    t_start: torch.Tensor,
+    steps: int,
+    k: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The field's own Euler states after k_i of ``steps`` steps, as inference reaches them.
+
+    ``x`` (batch, C, h, w) are sources at ``t_start`` (batch,), each 0 (A, integrated towards
+    t = 1) or 1 (B, integrated towards t = 0); ``k`` (batch,) integers in [0, steps). Returns
+    (x_k, t_k): the states after k_i Euler steps of size 1/steps, and their times
+    t_k = t_start +- k / steps. Runs max(k) evaluations of ``field`` on the whole batch (call
+    it under ``torch.no_grad()`` for training). These are the inputs UNSB (Kim et al., ICLR
+    2024, Alg. 1) judges its predictions from, instead of points of the path.
+    Raises ValueError when k is outside [0, steps).
+    """
+    if steps < 1 or (k.numel() and (k.min() < 0 or k.max() >= steps)):
+        raise ValueError(f"k must lie in [0, {steps}), got {k.tolist()}")
+    sign = 1 - 2 * t_start  # +1 from A, -1 from B
+    t = t_start.clone()
+    for j in range(int(k.max()) if k.numel() else 0):
+        moving = _expand((k > j).to(x.dtype), x)
+        x = x + moving * _expand(sign / steps, x) * field(x, t)
+        t = t + (k > j).to(t.dtype) * sign / steps
+    return x, t
 
 
 def time_span(direction: str, strength: float = 1.0) -> tuple[float, float]:

@@ -36,7 +36,14 @@ from translate.adversarial import (
 from translate.config import Config, config_from_dict, to_dict, to_yaml
 from translate.coupling import Coupler, DatasetPlan, GlobalCoupler, Pairing, build_coupler
 from translate.errors import TranslateError, first_line
-from translate.flow import CFMStep, ProbabilityPath, build_path, cfm_step, predicted_endpoints
+from translate.flow import (
+    CFMStep,
+    ProbabilityPath,
+    build_path,
+    cfm_step,
+    predicted_endpoints,
+    rollout_states,
+)
 from translate.images import grid, load_rgb, resize_center_crop
 from translate.latents import quiet_diffusers
 from translate.model import build_unet, velocity
@@ -255,10 +262,12 @@ class Trainer:
             with acc.accumulate(self.unet):
                 pairing = self.pairs.next()
                 cost_ratio = pairing.cost_ratio
-                step = flow_step(
-                    self.unet, pairing, self.path, self.gens.path, cfg.flow.time_sampling
+                weight = self._adversarial_weight()
+                field = JointField(self.unet, self._rollout(pairing, weight))
+                step = cfm_step(
+                    field, pairing.x0, pairing.x1, self.path, self.gens.path, cfg.flow.time_sampling
                 )
-                adv = self._adversarial_step(step)
+                adv = self._adversarial_step(step, field, weight)
                 loss = step.loss
                 if adv is not None and adv.generator is not None:
                     loss = loss + adv.weight * adv.generator
@@ -306,8 +315,8 @@ class Trainer:
             if self.step % cfg.train.checkpoint_every == 0 or final:
                 self._save(final)
 
-    def _adversarial_step(self, step: CFMStep) -> AdversarialStep | None:
-        """The adversarial term of the coming optimizer step, or None while it is off.
+    def _adversarial_weight(self) -> float | None:
+        """Lambda of the coming optimizer step, or None while the adversarial term is off.
 
         The discriminators train from ``adversarial.disc_start`` (default: ``start``); the
         generator term's weight is 0 during the warm start, then ramped to ``weight``.
@@ -319,9 +328,45 @@ class Trainer:
         weight = adv.weight * ramp(coming, adv.start, adv.ramp)
         if weight == 0 and coming <= disc_start:
             return None
-        sample = step.sample
-        fake = Endpoints(*predicted_endpoints(sample.x_t, sample.t, step.velocity))
-        weights = endpoint_weights(sample.t, adv.weighting)
+        return weight
+
+    def _rollout(self, pairing: Pairing, weight: float | None) -> Rollout | None:
+        """Sources of both domains carried along the field's own Euler trajectory (no grad).
+
+        The first ``adversarial.trajectory_batch`` latents of each batch, after k of K Euler
+        steps, k drawn per sample (``translate.flow.rollout_states``); None unless
+        ``adversarial.trajectory_steps`` > 0 and the term is on.
+        """
+        steps = self.cfg.adversarial.trajectory_steps
+        if weight is None or steps == 0:
+            return None
+        m = min(self.cfg.adversarial.trajectory_batch, len(pairing.x0))
+        x = torch.cat([pairing.x0[:m], pairing.x1[:m]])
+        t_start = torch.cat([torch.zeros(m), torch.ones(m)]).to(x.device)
+        k = torch.randint(0, steps, (2 * m,), generator=self.gens.path, device=x.device)
+        with torch.no_grad():
+            x_k, t_k = rollout_states(lambda y, t: velocity(self.unet, y, t), x, t_start, steps, k)
+        return Rollout(x_k, t_k, m)
+
+    def _adversarial_step(
+        self, step: CFMStep, field: JointField, weight: float | None
+    ) -> AdversarialStep | None:
+        """The predicted endpoints to judge and the generator loss of the coming step."""
+        if weight is None:
+            return None
+        rollout = field.extra
+        if rollout is None:  # points of the path: both endpoints of every row
+            t, fake = (
+                step.sample.t,
+                Endpoints(*predicted_endpoints(step.sample.x_t, step.sample.t, step.velocity)),
+            )
+            weights = endpoint_weights(t, self.cfg.adversarial.weighting)
+        else:  # rolled-out states: z_B from the A sources, z_A from the B sources
+            m = rollout.per_domain
+            z_a, z_b = predicted_endpoints(rollout.x, rollout.t, field.extra_velocity)
+            fake = Endpoints(z_a[m:], z_b[:m])
+            both = endpoint_weights(rollout.t, self.cfg.adversarial.weighting)
+            weights = None if both is None else Endpoints(both.a[m:], both.b[:m])
         generator = self.adversary.generator_loss(fake, weights) if weight > 0 else None
         return AdversarialStep(weight, fake, weights, generator)
 
@@ -508,6 +553,34 @@ class Trainer:
         for tracker in self.accelerator.trackers:
             if tracker.name == "tensorboard":
                 tracker.writer.add_image("samples", np.asarray(image), self.step, dataformats="HWC")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Rolled-out states: ``per_domain`` rows from A sources, then as many from B sources."""
+
+    x: torch.Tensor  # (2 * per_domain, C, h, w)
+    t: torch.Tensor  # (2 * per_domain,), their times
+    per_domain: int
+
+
+class JointField:
+    """v(x, t) of the UNet that also evaluates a ``Rollout``'s states in the same forward pass.
+
+    One forward per backward keeps DistributedDataParallel's gradient reduction correct; the
+    rolled-out states' velocities are kept in ``extra_velocity`` (batch order preserved).
+    """
+
+    def __init__(self, unet, extra: Rollout | None = None) -> None:
+        self.unet, self.extra = unet, extra
+        self.extra_velocity: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.extra is None:
+            return velocity(self.unet, x, t)
+        v = velocity(self.unet, torch.cat([x, self.extra.x]), torch.cat([t, self.extra.t]))
+        self.extra_velocity = v[len(x) :]
+        return v[: len(x)]
 
 
 @dataclass
