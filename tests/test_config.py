@@ -51,6 +51,10 @@ def test_wrong_type_is_one_line():
         ("train.steps=0", "positive"),
         ("model.attention=[true]", "one entry per"),
         ("flow.sinkhorn_reg=-0.1", "sinkhorn_reg must be >= 0"),
+        # combinations that would only fail later (mid-run, or after stage 1), refused up front
+        ("data.resolution=20", r"multiple of 16 .*e\.g\. 16 or 32"),
+        ("model.norm_num_groups=24", "multiples of model.norm_num_groups=24"),
+        ("vae.own.block_out_channels=[16,32,60]", r"vae.own.norm_num_groups=8 .*\[60\]"),
     ],
 )
 def test_invalid_values(override, match):

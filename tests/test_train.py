@@ -191,6 +191,17 @@ def test_cli_errors_are_one_line(repo, tmp_path):
     assert missing.returncode == 2 and "data folder not found" in missing.stderr
 
 
+def test_resolution_the_pretrained_vae_and_unet_cannot_divide_is_refused_before_encoding(
+    workspace,
+):
+    from translate.errors import ConfigError
+
+    tmp, _, config = workspace  # tiny VAE: factor 2; tiny UNet: 2 levels, factor 2
+    with pytest.raises(ConfigError, match=r"data.resolution=18 must be a multiple of 4"):
+        train_module.main(config("data.resolution=18"))
+    assert not (tmp / "cache" / "latents").exists() and not (tmp / "run" / "state").exists()
+
+
 def _final_unet(out):
     return (out / runs.FINAL / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
 

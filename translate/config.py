@@ -224,6 +224,42 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
+    def __post_init__(self) -> None:
+        """Refuse, before any work, combinations that could only fail later (e.g. mid-run)."""
+        for name, channels, groups in (
+            ("model", self.model.block_out_channels, self.model.norm_num_groups),
+            ("vae.own", self.vae.own.block_out_channels, self.vae.own.norm_num_groups),
+        ):
+            bad = [c for c in channels if c % groups]
+            if bad:
+                raise ConfigError(
+                    f"{name}.block_out_channels {channels} must all be multiples of "
+                    f"{name}.norm_num_groups={groups} (group normalisation); {bad} are not"
+                )
+        if not self.vae.pretrained:  # the own VAE's factor is known now; a pretrained one's on load
+            check_resolution(self, 2 ** (len(self.vae.own.block_out_channels) - 1))
+
+
+def unet_factor(cfg: ModelConfig) -> int:
+    """How much the UNet downsamples its input: 2 per level after the first."""
+    return 2 ** (len(cfg.block_out_channels) - 1)
+
+
+def check_resolution(cfg: Config, vae_factor: int) -> None:
+    """``data.resolution`` must be a multiple of the VAE's factor times the UNet's.
+
+    Raises ConfigError naming the nearest valid resolutions.
+    """
+    multiple = vae_factor * unet_factor(cfg.model)
+    resolution = cfg.data.resolution
+    if resolution % multiple:
+        below = max(multiple, resolution // multiple * multiple)
+        raise ConfigError(
+            f"data.resolution={resolution} must be a multiple of {multiple} (the VAE's factor "
+            f"{vae_factor} x the UNet's {unet_factor(cfg.model)} from its "
+            f"{len(cfg.model.block_out_channels)} levels); e.g. {below} or {below + multiple}"
+        )
+
 
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()

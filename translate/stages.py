@@ -8,9 +8,8 @@ from pathlib import Path
 import torch
 
 from translate.autoencoder import autoencoder_dir, train_autoencoder
-from translate.config import Config
+from translate.config import Config, check_resolution
 from translate.data import ImageSource, open_source
-from translate.errors import TranslateError
 from translate.latents import EncodeSpec, LatentCodec, LatentSet, cached_latents
 
 
@@ -59,11 +58,7 @@ def prepare_data(cfg: Config, device: torch.device) -> PreparedData:
     """Build or reuse every cached artefact a run needs, in order."""
     source = open_source(cfg.data)
     codec, psnr = prepare_codec(cfg, source, device)
-    factor = codec.downsample_factor
-    if cfg.data.resolution % factor:
-        raise TranslateError(
-            f"data.resolution={cfg.data.resolution} must be a multiple of the VAE's factor {factor}"
-        )
+    check_resolution(cfg, codec.downsample_factor)  # before anything is encoded
     sets = {}
     for split in ("train", "test"):
         for domain, files in zip("AB", source.split(split), strict=True):
