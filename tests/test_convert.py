@@ -183,3 +183,50 @@ def test_inputs_that_would_share_an_output_name_each_get_their_own(checkpoint, t
     first = _outputs(out)
     assert convert_main([*argv, "--overwrite"]) == 0
     assert _outputs(out) == first  # deterministic names and bytes
+
+
+def test_a_full_disk_keeps_finished_outputs_and_every_reason(
+    checkpoint, corpus, tmp_path, capsys, monkeypatch
+):
+    import errno
+
+    src, good, bad = corpus
+    out = tmp_path / "out"
+    real_write = convert_module.write_image
+    written = []
+
+    def disk_fills(image, alpha, target, quality):
+        if len(written) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(image, alpha, target, quality)
+        written.append(target)
+
+    def no_room(*args, **kwargs):  # the failure report cannot be written either
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(convert_module, "write_image", disk_fills)
+    monkeypatch.setattr(convert_module.csv, "writer", no_room)
+    code = convert_main([str(checkpoint), str(src), str(out), "--steps", "1"])
+    captured = capsys.readouterr()
+    assert code == 1
+    failed = len(good) + len(bad) - 3
+    assert (
+        f"converted 3, skipped 0 (already done), failed {failed}; the disk is full" in captured.out
+    )
+    assert "could not write failures.csv" in captured.out and "reasons above" in captured.out
+    reasons = [line for line in captured.err.splitlines() if line.startswith("failed: ")]
+    assert len(reasons) == failed and sum("No space left" in r for r in reasons) == len(good) - 3
+    assert not (out / "failures.csv").exists() and not list(out.rglob(f"{TMP_PREFIX}*"))
+    for target in written:  # what was finished before the disk filled is whole
+        assert convert_module.is_complete(target)
+
+
+def test_failures_csv_only_when_something_failed(checkpoint, corpus, tmp_path):
+    src, _, bad = corpus
+    out = tmp_path / "out"
+    assert convert_main([str(checkpoint), str(src), str(out), "--steps", "1"]) == 1
+    assert (out / "failures.csv").is_file()
+    for rel in bad:  # the user removes the bad inputs and reruns: the stale report goes
+        (src / rel).unlink()
+    assert convert_main([str(checkpoint), str(src), str(out), "--steps", "1"]) == 0
+    assert not (out / "failures.csv").exists()

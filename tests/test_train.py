@@ -202,6 +202,44 @@ def test_resolution_the_pretrained_vae_and_unet_cannot_divide_is_refused_before_
     assert not (tmp / "cache" / "latents").exists() and not (tmp / "run" / "state").exists()
 
 
+@pytest.mark.parametrize(
+    "full",
+    [
+        OSError(28, "No space left on device"),
+        RuntimeError(
+            "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed "
+            "writing file data/0: file write failed"
+        ),  # how torch.save says it
+    ],
+)
+def test_a_full_disk_is_one_line_keeps_the_last_state_and_resumes(workspace, monkeypatch, full):
+    from translate.errors import TranslateError
+
+    tmp, _, config = workspace
+    cfg = config("train.steps=6", "train.checkpoint_every=3")
+    reference = tmp / "reference"
+    train_module.main(config("train.steps=6", f"train.output_dir={reference}"))
+    real_save = train_module.save_file
+    calls = []
+
+    def fills_up(*args, **kwargs):  # the step-6 save runs out of space
+        calls.append(1)
+        if len(calls) == 2:
+            raise full
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_file", fills_up)
+    with pytest.raises(TranslateError, match=r"^the disk is full .*kept: .*step-000003") as err:
+        train_module.main(cfg)
+    assert "\n" not in str(err.value)
+    run = tmp / "run"
+    assert runs.latest_state(run).name == "step-000003"
+    assert not [p for p in (run / "state").iterdir() if p.name.startswith(".tmp-")]
+    monkeypatch.setattr(train_module, "save_file", real_save)  # space freed: rerun resumes
+    train_module.main(cfg)
+    assert _final_unet(run) == _final_unet(reference)
+
+
 def _final_unet(out):
     return (out / runs.FINAL / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from translate.errors import TranslateError
+from translate.errors import TranslateError, first_line
 
 if TYPE_CHECKING:  # heavy imports stay inside the commands
     from accelerate import PartialState
@@ -158,10 +158,23 @@ def _convert_shard(
     for part in parts:
         total.merge(part)
     if state.is_main_process:
-        failures = convert.write_failures(output_root, total.failures)
-        print(total.line() + (f"; reasons in {failures}" if total.failures else ""))
+        print(total.line() + _failure_report(output_root, total.failures))
     state.wait_for_everyone()
     return 1 if total.failures else 0
+
+
+def _failure_report(output_root, failures: list[tuple[str, str]]) -> str:
+    """Write failures.csv; the summary's tail. If it cannot be written (a full disk), the
+    reasons go to stderr instead, one line each, so that none is lost."""
+    from translate import convert
+
+    try:
+        path = convert.write_failures(output_root, failures)
+    except OSError as err:
+        for source, reason in failures:
+            print(f"failed: {source}: {reason}", file=sys.stderr)
+        return f"; could not write {convert.FAILURES} ({first_line(err)}): reasons above"
+    return f"; reasons in {path}" if path else ""
 
 
 def eval_main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ or on how many processes share the work (``accelerate launch`` / ``torchrun``).
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -86,18 +87,26 @@ class Summary:
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
+    disk_full: bool = False  # an output failed with ENOSPC
 
     def merge(self, other: Summary) -> None:
         self.converted += other.converted
         self.skipped += other.skipped
         self.failures += other.failures
         self.notes += other.notes
+        self.disk_full |= other.disk_full
 
     def line(self) -> str:
-        return (
+        line = (
             f"converted {self.converted}, skipped {self.skipped} (already done), "
             f"failed {len(self.failures)}"
         )
+        if self.disk_full:
+            line += (
+                "; the disk is full: free space and rerun the same command "
+                "(the finished outputs are kept and skipped)"
+            )
+        return line
 
 
 def target_path(source: Path, input_root: Path, output_root: Path, fmt: str) -> Path:
@@ -273,20 +282,34 @@ def convert_batches(
                     write_image(output, alpha, job.target, opts.quality)
                     summary.converted += 1
                 except OSError as err:
-                    summary.failures.append((str(job.source), f"cannot write output: {err}"))
+                    summary.disk_full |= err.errno == errno.ENOSPC
+                    reason = err.strerror or str(err)
+                    summary.failures.append((str(job.source), f"cannot write output: {reason}"))
         progress(len(batch))
     return summary
 
 
-def write_failures(output_root: Path, failures: list[tuple[str, str]]) -> Path:
-    """``OUTPUT/failures.csv`` with one row per failed input (path, reason), atomically."""
+def write_failures(output_root: Path, failures: list[tuple[str, str]]) -> Path | None:
+    """``OUTPUT/failures.csv`` with one row per failed input (path, reason), atomically.
+
+    Written only when something failed (None otherwise); a stale one from an earlier run is
+    then removed, so the file always describes the last run. Raises OSError (e.g. a full disk)
+    after removing its temporary file; an existing report is then left as it was.
+    """
     path = output_root / FAILURES
+    if not failures:
+        path.unlink(missing_ok=True)
+        return None
     tmp = output_root / f"{TMP_PREFIX}{FAILURES}"
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "reason"])
-        writer.writerows(sorted(failures))
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "reason"])
+            writer.writerows(sorted(failures))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

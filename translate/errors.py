@@ -1,5 +1,10 @@
 """The one exception type users see: its message is a complete, one-line explanation."""
 
+import errno
+
+# how writers that drop the errno say it: torch.save, safetensors (Rust io::ErrorKind)
+_DISK_FULL = ("No space left on device", "StorageFull", "file write failed")
+
 
 class TranslateError(Exception):
     """A user-facing error (bad config, data or checkpoint); printed without a traceback."""
@@ -13,3 +18,12 @@ def first_line(err: BaseException) -> str:
     """An exception's message cut to its first line, or its type's name when it has none."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def is_disk_full(err: BaseException | None) -> bool:
+    """Whether an error, or one it was raised from, says that the disk is full (ENOSPC)."""
+    while err is not None:
+        if getattr(err, "errno", None) == errno.ENOSPC or any(m in str(err) for m in _DISK_FULL):
+            return True
+        err = err.__cause__ or err.__context__
+    return False

@@ -35,7 +35,7 @@ from translate.adversarial import (
 )
 from translate.config import Config, config_from_dict, to_dict, to_yaml
 from translate.coupling import Coupler, DatasetPlan, GlobalCoupler, Pairing, build_coupler
-from translate.errors import TranslateError, first_line
+from translate.errors import TranslateError, first_line, is_disk_full
 from translate.flow import (
     CFMStep,
     ProbabilityPath,
@@ -109,6 +109,17 @@ def main(cfg: Config) -> Path:
         final = _run(cfg, accelerator)
         accelerator.wait_for_everyone()
         return final
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        out = Path(cfg.train.output_dir)
+        runs.clean_temporaries(out / runs.STATE)  # the half-written state frees its space
+        runs.clean_temporaries(out)
+        kept = runs.latest_state(out) or "no resume point yet"
+        raise TranslateError(
+            f"the disk is full ({first_line(err)}); kept: {kept}, and every finished stage "
+            "in the cache; free space and rerun the same command to resume"
+        ) from None
     finally:
         accelerator.end_training()  # closes trackers and destroys the process group
 
