@@ -6,7 +6,7 @@ from diffusers import AutoencoderTiny
 
 from translate import latents as latents_module
 from translate.errors import TranslateError
-from translate.images import list_images
+from translate.images import scan_images
 from translate.latents import EncodeSpec, LatentCodec, cached_latents, load_latent_file
 
 

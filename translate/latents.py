@@ -10,9 +10,11 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -67,20 +69,30 @@ class LatentCodec:
 
         ``dtype`` is the dtype the VAE computes in; latents are float32 either way.
         """
+        # offline, a hub id can only come from the local hub cache: no retries, a clear cause
+        offline = _is_hub_id(name_or_path) and not hub_reachable()
         try:
-            config = AutoencoderKL.load_config(str(name_or_path), subfolder=subfolder)
+            config = AutoencoderKL.load_config(
+                str(name_or_path), subfolder=subfolder, local_files_only=offline
+            )
             class_name = config.get("_class_name", "AutoencoderKL")
             if class_name not in VAE_CLASSES:
                 raise TranslateError(
                     f"VAE {name_or_path} is a {class_name}; supported: {', '.join(VAE_CLASSES)}"
                 )
             vae = VAE_CLASSES[class_name].from_pretrained(
-                str(name_or_path), subfolder=subfolder, torch_dtype=dtype
+                str(name_or_path), subfolder=subfolder, torch_dtype=dtype, local_files_only=offline
             )
         except TranslateError:
             raise
         except Exception as err:  # OSError, HTTP errors, bad JSON: all mean "cannot load"
             where = f"{name_or_path}" + (f" (subfolder {subfolder})" if subfolder else "")
+            if offline:
+                raise TranslateError(
+                    f"cannot load VAE {where}: it is not a local folder and the Hugging Face "
+                    "Hub cannot be reached (no network?); set vae.pretrained=PATH to a local "
+                    "copy, or vae.pretrained=null to train the project's own VAE"
+                ) from None
             raise TranslateError(f"cannot load VAE from {where}: {first_line(err)}") from None
         return cls(vae.to(device), str(name_or_path), subfolder)
 
@@ -197,6 +209,32 @@ class EncodeSpec:
     crop: int | None = None  # center square (px) taken before resizing
     flip: bool = False  # append horizontally flipped copies
     sample_posterior: bool = False  # a posterior sample instead of the mean
+
+
+def _is_hub_id(name: str | Path) -> bool:
+    """Whether ``name`` can only mean a hub repository ("org/name"): no such local path, and
+    not written as a path (absolute, ./, ../, ~ or more than one folder)."""
+    text = str(name)
+    return (
+        not Path(text).exists()
+        and not Path(text).is_absolute()
+        and not text.startswith((".", "~"))
+        and text.count("/") <= 1
+    )
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub (``HF_ENDPOINT``, or huggingface.co) accepts a connection
+    within ``timeout`` seconds; False when ``HF_HUB_OFFLINE`` is set."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def cache_key(codec: LatentCodec, files: Sequence[Path], spec: EncodeSpec) -> str:
