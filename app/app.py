@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - exercised by users without the extra
     sys.exit('error: the app needs Gradio: pip install "translate[app]"')
 
 from translate import serving
+from translate.cli import HelpFormatter
 from translate.errors import TranslateError, first_line
 from translate.pipeline import Translator
 from translate.solvers import METHODS
@@ -256,10 +257,12 @@ def _output_path(workdir: Path, stem: str, suffix: str) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="translate-app", description="Serve a translate checkpoint as a web page."
+        prog="translate-app",
+        description="Serve a translate checkpoint as a web page.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="a checkpoint folder")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: local)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (local only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="make a public Gradio share link")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -257,3 +257,10 @@ def test_real_browser_upload_translate_screenshot(server, browser, rgba_image, n
     page.screenshot(path=str(ARTIFACTS / f"app-{name}.png"), full_page=True)
     assert page.locator("text=Traceback").count() == 0
     page.close()
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 127.0.0.1)" in text and "(default: 16.0)" in text

@@ -5,7 +5,7 @@ import pytest
 from translate import autoencoder
 from translate.autoencoder import STATE_DIR, train_autoencoder
 from translate.config import OwnVAEConfig
-from translate.images import list_images
+from translate.images import scan_images
 from translate.latents import LatentCodec
 
 CFG = OwnVAEConfig(
@@ -19,8 +19,8 @@ CFG = OwnVAEConfig(
 
 
 def test_stage1_trains_saves_and_normalises(folders, tmp_path):
-    files = list_images(folders / "trainA") + list_images(folders / "trainB")
-    tests = list_images(folders / "testA")
+    files = scan_images(folders / "trainA").files + scan_images(folders / "trainB").files
+    tests = scan_images(folders / "testA").files
     report = train_autoencoder(CFG, files, tests, tmp_path / "vae", resolution=16)
     assert report.steps == 4 and report.test_psnr > 0
     codec = LatentCodec.from_pretrained(report.path)
@@ -32,7 +32,7 @@ def test_stage1_trains_saves_and_normalises(folders, tmp_path):
 
 
 def test_stage1_resumes_after_a_kill(folders, tmp_path, monkeypatch):
-    files = list_images(folders / "trainA")
+    files = scan_images(folders / "trainA").files
     real_save = autoencoder._save_state
 
     def save_then_die(*args):

@@ -135,9 +135,16 @@ def test_deterministic_bytes(checkpoint, corpus, tmp_path):
 def test_dry_run_writes_nothing(checkpoint, corpus, tmp_path, capsys):
     src, good, bad = corpus
     out = tmp_path / "out"
-    assert convert_main([str(checkpoint), str(src), str(out), "--dry-run"]) == 0
+    assert convert_main([str(checkpoint), str(src), str(out), "--dry-run"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert sum(line.startswith("convert\t") for line in lines) == len(good) + len(bad)
+    assert sum(line.startswith("convert\t") for line in lines) == len(good)
+    # every input a real run would fail on is found by decoding it
+    failing = {Path(line.split("\t")[1]).name for line in lines if line.startswith("fail\t")}
+    assert failing == {Path(rel).name for rel in bad}
+    assert (
+        lines[-1]
+        == f"dry run: {len(good) + len(bad)} image(s) found, {len(bad)} unreadable; nothing written"
+    )
     assert not out.exists()
 
 
@@ -174,9 +181,12 @@ def test_two_processes_split_the_work(checkpoint, corpus, tmp_path):
 def test_inputs_that_would_share_an_output_name_each_get_their_own(checkpoint, tmp_path):
     src, out = tmp_path / "clash", tmp_path / "clash-out"
     src.mkdir()
-    Image.new("RGB", (16, 16), (200, 30, 30)).save(src / "photo.jpg")
-    Image.new("RGB", (16, 16), (30, 30, 200)).save(src / "photo.png")
-    Image.new("RGB", (16, 16), (30, 200, 30)).save(src / "other.png")
+    for name, colour in (("photo.jpg", (200, 30, 30)), ("photo.png", (30, 30, 200))):
+        image = Image.new("RGB", (16, 16), colour)  # two colours: a flat image is refused
+        image.paste((255, 255, 255), (0, 0, 8, 16))
+        image.save(src / name)
+    image.paste((30, 200, 30), (8, 0, 16, 16))
+    image.save(src / "other.png")
     argv = [str(checkpoint), str(src), str(out), "--steps", "1", "--format", "png"]
     assert convert_main(argv) == 0
     assert sorted(_outputs(out)) == ["other.png", "photo.jpg.png", "photo.png.png"]
@@ -230,3 +240,56 @@ def test_failures_csv_only_when_something_failed(checkpoint, corpus, tmp_path):
         (src / rel).unlink()
     assert convert_main([str(checkpoint), str(src), str(out), "--steps", "1"]) == 0
     assert not (out / "failures.csv").exists()
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        convert_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 8)", "(default: a2b)", "(default: euler)", "(default: same)"):
+        assert default in text
+
+
+def test_linked_folders_convert_and_broken_links_flat_images_are_failures(
+    checkpoint, tmp_path, capsys
+):
+    import numpy as np
+
+    src, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    (src / "real").mkdir(parents=True)
+    elsewhere.mkdir()
+    noise = np.random.default_rng(0).integers(0, 255, (20, 20, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(src / "real" / "a.png")
+    Image.fromarray(noise[::-1]).save(elsewhere / "b.png")
+    Image.new("RGB", (20, 20), (255, 255, 255)).save(src / "flat.png")
+    (src / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (src / "real" / "up").symlink_to(src, target_is_directory=True)  # a loop: visited once
+    (src / "broken.png").symlink_to(tmp_path / "missing.png")
+    out = tmp_path / "out"
+    assert convert_main([str(checkpoint), str(src), str(out), "--steps", "1"]) == 1
+    assert "converted 2, skipped 0 (already done), failed 2" in capsys.readouterr().out
+    assert (out / "real" / "a.png").is_file() and (out / "linked" / "b.png").is_file()
+    failures = _failures(out)
+    assert failures["broken.png"].startswith("file not found (a broken symbolic link")
+    assert failures["flat.png"] == "the image is one flat colour: nothing to translate"
+
+
+def test_a_non_finite_translation_is_a_failure_never_a_black_image(tiny_vae, tmp_path):
+    import numpy as np
+    import torch
+
+    translator = tiny_translator(tiny_vae)
+    with torch.no_grad():  # a diverged checkpoint: its weights hold NaN
+        next(translator.unet.parameters()).fill_(float("nan"))
+    translator.save_pretrained(tmp_path / "diverged")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        noise = np.random.default_rng(i).integers(0, 255, (20, 20, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(src / f"{i}.png")
+    out = tmp_path / "out"
+    assert convert_main([str(tmp_path / "diverged"), str(src), str(out), "--steps", "1"]) == 1
+    failures = _failures(out)
+    assert set(failures) == {"0.png", "1.png", "2.png"}
+    assert all("not finite" in reason for reason in failures.values())
+    assert not list(out.rglob("*.png"))

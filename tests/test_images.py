@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from translate.images import list_images, load_rgb, resize_center_crop, to_pil, to_rgb, to_tensor
+from translate.images import load_rgb, resize_center_crop, scan_images, to_pil, to_rgb, to_tensor
 
 
 def _transparent_red(mode):
@@ -62,11 +62,29 @@ def test_tensor_round_trip():
     assert np.array_equal(np.asarray(to_pil(x)[0]), np.asarray(image))
 
 
-def test_list_images_is_recursive_and_filters(tmp_path):
+def test_scan_images_is_recursive_and_filters(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for name in ["x.png", "a/y.JPG", "a/b/z.webp", "notes.txt", ".hidden.png"]:
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in list_images(tmp_path)] == ["z.webp", "y.JPG", "x.png"]  # sorted by path
+    assert [p.name for p in scan_images(tmp_path).files] == [
+        "z.webp",
+        "y.JPG",
+        "x.png",
+    ]  # sorted by path
+
+
+def test_scan_follows_folder_links_once_and_reports_broken_ones(tmp_path):
+    root, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    (root / "real").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "real" / "a.png").write_bytes(b"")
+    (elsewhere / "b.png").write_bytes(b"")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (root / "real" / "up").symlink_to(root, target_is_directory=True)  # a loop
+    (root / "broken.png").symlink_to(tmp_path / "missing.png")
+    scan = scan_images(root)
+    assert scan.files == [root / "linked" / "b.png", root / "real" / "a.png"]
+    assert scan.broken_links == [root / "broken.png"]
 
 
 def test_float_images_in_unit_range_are_scaled_not_blackened(tmp_path):

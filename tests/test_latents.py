@@ -44,6 +44,26 @@ def test_tiny_autoencoder_and_subfolder(tmp_path):
     assert codec.decode(z).shape == (1, 3, 16, 16)
 
 
+def test_an_unreachable_hub_says_so_at_once_and_offers_the_ways_out(monkeypatch):
+    import socket
+
+    from translate import latents
+
+    attempts = []
+
+    def no_network(self, address):
+        attempts.append(address)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(latents, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(TranslateError, match="Hugging Face Hub cannot be reached") as err:
+        LatentCodec.from_pretrained("some-org/some-vae-that-is-not-cached")
+    assert "vae.pretrained=PATH" in str(err.value) and "vae.pretrained=null" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert attempts == []  # the local hub cache only: no download and no retries
+
+
 def test_missing_vae_is_one_line(tmp_path):
     with pytest.raises(TranslateError, match="cannot load VAE from") as err:
         LatentCodec.from_pretrained(tmp_path / "nothing-here")
@@ -51,7 +71,7 @@ def test_missing_vae_is_one_line(tmp_path):
 
 
 def test_cache_hit_miss_and_invalidation(codec, folders, tmp_path, monkeypatch):
-    files = list_images(folders / "trainA")
+    files = scan_images(folders / "trainA").files
     calls = []
     real = latents_module.encode_files
     monkeypatch.setattr(
@@ -71,7 +91,7 @@ def test_cache_hit_miss_and_invalidation(codec, folders, tmp_path, monkeypatch):
 
 
 def test_cache_is_never_half_written(codec, folders, tmp_path, monkeypatch):
-    files = list_images(folders / "trainA")
+    files = scan_images(folders / "trainA").files
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -85,7 +105,7 @@ def test_cache_is_never_half_written(codec, folders, tmp_path, monkeypatch):
 def test_corrupt_images_are_skipped_and_reported(codec, folders, tmp_path):
     (folders / "trainA" / "broken.png").write_bytes(b"\x89PNG not really")
     (folders / "trainA" / "empty.jpg").write_bytes(b"")
-    result = cached_latents(tmp_path, codec, list_images(folders / "trainA"), EncodeSpec(16))
+    result = cached_latents(tmp_path, codec, scan_images(folders / "trainA").files, EncodeSpec(16))
     assert len(result.names) == 12 and len(result.failures) == 2
     assert any("broken.png" in f for f in result.failures)
     reloaded = load_latent_file(next((tmp_path / "latents").glob("*.safetensors")))

@@ -128,6 +128,35 @@ def test_speed_options_train_and_export_loadable_checkpoints(workspace):
     assert Translator.from_pretrained(resumed, device="cpu").info.step == 3
 
 
+@pytest.mark.parametrize(
+    "setting, cuda, native, expected",
+    [
+        ("launcher", False, True, None),
+        ("auto", False, True, "bf16"),
+        ("auto", False, False, None),  # emulated bf16 would be slower: the launcher decides
+        ("auto", True, True, None),
+        ("no", False, True, "no"),
+        ("bf16", False, False, "bf16"),
+    ],
+)
+def test_mixed_precision_auto_is_bf16_only_on_cpus_with_native_bf16(
+    monkeypatch, setting, cuda, native, expected
+):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert train_module.mixed_precision(setting, cuda) == expected
+
+
+def test_bf16_autocast_trains_and_exports(workspace):
+    tmp, command, config = workspace
+    train_module.main(config("train.steps=2", f"train.output_dir={tmp / 'fp32'}"))
+    cmd = command("train.steps=2", "train.mixed_precision=bf16", f"train.output_dir={tmp / 'bf16'}")
+    result = _run(cmd, tmp)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Translator.from_pretrained(tmp / "bf16" / runs.FINAL, device="cpu").info.step == 2
+    assert _final_unet(tmp / "bf16") != _final_unet(tmp / "fp32")  # autocast took effect
+
+
 def test_kill_during_save_resumes_from_previous_state(workspace, monkeypatch):
     tmp, _, config = workspace
     cfg = config("train.steps=6", "train.checkpoint_every=3", "train.sample_every=100")
@@ -305,6 +334,47 @@ def test_finished_run_missing_its_final_checkpoint_exports_it_again(workspace):
     assert (final / "translator.json").is_file() and _final_unet(tmp / "run") == reference
     assert (tmp / "run" / "checkpoint-000003" / "translator.json").is_file()
     assert Translator.from_pretrained(final, device="cpu").info.step == 3
+
+
+def test_a_finished_run_points_to_its_labelled_grid_and_the_next_commands(workspace, capsys):
+    from PIL import Image
+
+    tmp, _, config = workspace
+    cfg = config("train.steps=3", "train.checkpoint_every=3", "train.sample_every=3")
+    final = train_module.main(cfg)
+    grid_file = tmp / "run" / "samples" / "step-000003.png"
+    for _ in range(2):  # the finished run, and the rerun that finds it done
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert lines[-2] == f"samples: {grid_file}"
+        assert lines[-1].startswith(f"next: translate-folder {final} ")
+        assert f"translate-app --checkpoint {final}" in lines[-1] and "translate-eval" in lines[-1]
+        train_module.main(cfg)
+    with Image.open(grid_file) as image:  # 4 rows of 3 samples (16 px) and a label column
+        width, height = image.size
+        left = image.convert("L").crop((0, 0, width - 3 * 18 - 2, height))
+    assert height == 4 * 18 + 2 and width > 3 * 18 + 2 + 10
+    assert left.getextrema()[0] < 128  # the labels are written there
+
+
+def test_training_follows_linked_folders_and_reports_broken_links(workspace, folders, capsys):
+    import shutil
+
+    from translate.data import folder_source
+
+    tmp, _, config = workspace
+    root = tmp / "linked-data"
+    shutil.copytree(folders, root)
+    extra = tmp / "more-a"
+    shutil.move(str(root / "trainA"), extra)  # trainA's images now live behind a link
+    (root / "trainA").mkdir()
+    (root / "trainA" / "sub").symlink_to(extra, target_is_directory=True)
+    (root / "trainA" / "gone.png").symlink_to(tmp / "missing.png")
+    source = folder_source(root)
+    assert len(source.split("train")[0]) == len(folder_source(folders).split("train")[0])
+    train_module.main(config(f"data.root={root}", "train.steps=1", "train.checkpoint_every=1"))
+    assert f"skipped 1 broken symbolic link(s), e.g. {root / 'trainA' / 'gone.png'}" in (
+        capsys.readouterr().out
+    )
 
 
 def test_a_kill_during_rotation_never_leaves_a_half_deleted_checkpoint(workspace, monkeypatch):

@@ -14,12 +14,22 @@ if TYPE_CHECKING:  # heavy imports stay inside the commands
     from translate import convert
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except empty ones (None, False, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def train_main(argv: list[str] | None = None) -> int:
     """``accelerate launch train.py [--config FILE] [key=value ...]``."""
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Train an OT-CFM image translator (A <-> B) in a VAE latent space.",
         epilog="Example: accelerate launch train.py --config configs/default.yaml train.steps=500",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--config", help="YAML config file (default: the built-in emoji default)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -48,22 +58,32 @@ def convert_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="translate-folder",
         description="Translate every image in a folder (recursively) with a trained checkpoint.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("checkpoint", help="checkpoint folder (e.g. runs/emoji/checkpoint-final)")
     parser.add_argument("input", help="an image file or a folder")
     parser.add_argument("output", help="output folder; the input's tree is mirrored inside")
-    parser.add_argument("--direction", default="a2b", choices=("a2b", "b2a"))
-    parser.add_argument("--steps", type=int, default=8, help="ODE steps (default 8)")
-    parser.add_argument("--method", default="euler", choices=("euler", "midpoint", "rk4", "dopri5"))
+    parser.add_argument(
+        "--direction", default="a2b", choices=("a2b", "b2a"), help="a2b: A -> B; b2a: B -> A"
+    )
+    parser.add_argument("--steps", type=int, default=8, help="ODE steps")
+    parser.add_argument(
+        "--method",
+        default="euler",
+        choices=("euler", "midpoint", "rk4", "dopri5"),
+        help="ODE solver (dopri5 adapts its own steps)",
+    )
     parser.add_argument("--strength", type=float, default=1.0, help="0-1: how far to translate")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
     parser.add_argument(
         "--size",
         default="native",
         choices=SIZES,
-        help="native: keep each input's size (default); model: square output",
+        help="native: keep each input's size; model: square output",
     )
-    parser.add_argument("--format", default="same", choices=FORMATS)
+    parser.add_argument(
+        "--format", default="same", choices=FORMATS, help="output format; same: the input's"
+    )
     parser.add_argument("--quality", type=int, default=95, help="jpg/webp quality")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     parser.add_argument("--dry-run", action="store_true", help="list what would be done")
@@ -113,11 +133,13 @@ def _convert(args: argparse.Namespace) -> int:
     try:
         if not args.dry_run:
             return _convert_shard(args, opts, jobs, state)
+        unreadable = 0
         if state.is_main_process:
             for line in convert.iter_dry_run(jobs, opts):
+                unreadable += line.startswith("fail\t")
                 print(line)
-            print(f"dry run: {len(jobs)} image(s) found; nothing written")
-        return 0
+            print(f"dry run: {len(jobs)} image(s) found, {unreadable} unreadable; nothing written")
+        return 1 if unreadable else 0
     finally:
         state.destroy_process_group()
 
@@ -184,21 +206,28 @@ def eval_main(argv: list[str] | None = None) -> int:
         description="Evaluate checkpoints: realism, faithfulness, domain success, paired ground "
         "truth, straightness and speed against NFE, with identity and nearest-neighbour "
         "baselines, in one report.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("checkpoint", help="checkpoint folder; its data config is evaluated")
     parser.add_argument("--compare", nargs="*", default=[], help="more checkpoints, same table")
     parser.add_argument("--data-config", help="YAML whose data: section replaces the stored one")
-    parser.add_argument("--split", default="test", choices=("train", "test"))
-    parser.add_argument("--direction", default="both", choices=("a2b", "b2a", "both"))
+    parser.add_argument("--split", default="test", choices=("train", "test"), help="data split")
+    parser.add_argument(
+        "--direction", default="both", choices=("a2b", "b2a", "both"), help="directions to evaluate"
+    )
     parser.add_argument("--steps", default="1,2,4,8,16,32", help="comma-separated step counts")
     parser.add_argument(
-        "--method", nargs="+", default=["euler"], choices=("euler", "midpoint", "rk4", "dopri5")
+        "--method",
+        nargs="+",
+        default=["euler"],
+        choices=("euler", "midpoint", "rk4", "dopri5"),
+        help="ODE solvers",
     )
     parser.add_argument("--limit", type=int, help="source images per direction (evenly spaced)")
-    parser.add_argument("--out", default=None, help="output folder (default eval/<model>)")
+    parser.add_argument("--out", default=None, help="output folder (default: eval/<model>)")
     parser.add_argument("--inception-weights", help="local Inception-v3 weights: real FID/KID")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per model call")
+    parser.add_argument("--seed", type=int, default=0, help="seed of subsets and noise")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     try:

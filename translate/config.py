@@ -22,6 +22,7 @@ OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global", "dataset")
 METHODS = ("euler", "midpoint", "rk4", "dopri5")
 LATENT_STORAGES = ("auto", "memory", "mmap")
+PRECISIONS = ("launcher", "auto", "no", "bf16", "fp16")
 
 
 @dataclass
@@ -187,8 +188,12 @@ class TrainConfig:
     # pair the next batch in a background thread (identical results); null: only on CUDA,
     # because on a CPU the thread competes with the step for cores (docs/PERFORMANCE.md)
     overlap_coupling: bool | None = None
-    # speed options, each on only where measured to help (docs/PERFORMANCE.md); bf16 autocast
-    # and torch.compile come from the launcher: --mixed_precision bf16, --dynamo_backend inductor
+    # autocast: "launcher" takes accelerate's (--mixed_precision, the accelerate config); "auto"
+    # is bf16 on a CPU with native bf16 (AMX or AVX512-BF16, where it trains 1.7x faster:
+    # docs/PERFORMANCE.md) and the launcher's otherwise; "no", "bf16", "fp16" force those
+    mixed_precision: str = "launcher"
+    # speed options, each on only where measured to help (docs/PERFORMANCE.md); torch.compile
+    # comes from the launcher: --dynamo_backend inductor
     channels_last: bool = False  # UNet weights and activations in NHWC memory format
     fused_adamw: bool = False  # the AdamW update as one fused kernel (CUDA and CPU)
     # where the train latents live: "memory" (the training device's, as float16), "mmap" (read
@@ -202,6 +207,7 @@ class TrainConfig:
         for key in ("sample_every", "checkpoint_every", "keep_checkpoints"):
             _positive(f"train.{key}", getattr(self, key))
         _choice("train.latent_storage", self.latent_storage, LATENT_STORAGES)
+        _choice("train.mixed_precision", self.mixed_precision, PRECISIONS)
 
 
 @dataclass

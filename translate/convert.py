@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from translate.errors import TranslateError
-from translate.images import list_images, read_image, restore_alpha, with_alpha
-from translate.pipeline import DIRECTIONS, Translator
+from translate.images import is_flat, read_image, restore_alpha, scan_images, with_alpha
+from translate.pipeline import DIRECTIONS, NonFiniteOutputError, Translator
 from translate.solvers import METHODS
 
 FORMATS = ("same", "png", "jpg", "webp")
@@ -146,7 +146,9 @@ def plan_jobs(input_path: Path, output_root: Path, fmt: str) -> list[Job]:
     """
     if input_path.is_file():
         return [Job(input_path, target_path(input_path, input_path, output_root, fmt))]
-    jobs = [Job(p, target_path(p, input_path, output_root, fmt)) for p in list_images(input_path)]
+    scan = scan_images(input_path)  # broken links stay jobs: each gets its failure row
+    sources = sorted(scan.files + scan.broken_links)
+    jobs = [Job(p, target_path(p, input_path, output_root, fmt)) for p in sources]
     claims: dict[str, int] = {}
     for job in jobs:
         claims[str(job.target).lower()] = claims.get(str(job.target).lower(), 0) + 1
@@ -247,6 +249,18 @@ def translate_batch(
         )
 
 
+def _translate_finite(
+    translator: Translator, images: list[Image.Image], opts: ConvertOptions
+) -> list[Image.Image | str]:
+    """``translate_batch``, with a reason string in place of each output that is not finite."""
+    try:
+        return translate_batch(translator, images, opts)
+    except NonFiniteOutputError as err:
+        if len(images) == 1:
+            return [str(err)]
+        return [out for image in images for out in _translate_finite(translator, [image], opts)]
+
+
 def convert_batches(
     translator: Translator,
     batches: list[list[Job]],
@@ -265,6 +279,8 @@ def convert_batches(
         for job in batch:  # the whole batch is translated, so results never depend on progress
             try:
                 source = read_image(job.source)
+                if is_flat(source.rgb):
+                    raise ValueError("the image is one flat colour: nothing to translate")
             except ValueError as err:
                 if job in todo:
                     summary.failures.append((str(job.source), str(err)))
@@ -273,9 +289,12 @@ def convert_batches(
                 summary.notes.append((str(job.source), source.note))
             loaded.append((job, source))
         if loaded:
-            outputs = translate_batch(translator, [s.rgb for _, s in loaded], opts)
+            outputs = _translate_finite(translator, [s.rgb for _, s in loaded], opts)
             for (job, source), output in zip(loaded, outputs, strict=True):
                 if job not in todo:
+                    continue
+                if isinstance(output, str):
+                    summary.failures.append((str(job.source), output))
                     continue
                 try:
                     alpha = restore_alpha(source.alpha, output, opts.size)
@@ -319,10 +338,18 @@ def shard(batches: list[list[Job]], rank: int, world_size: int) -> list[list[Job
 
 
 def iter_dry_run(jobs: list[Job], opts: ConvertOptions) -> Iterator[str]:
-    """Lines describing what a real run would do, writing nothing."""
+    """Lines describing what a real run would do, writing nothing: ``skip``, ``convert``, or
+    ``fail`` with the reason, for each input (each is decoded as the real run would)."""
     for job in jobs:
-        done = not opts.overwrite and is_complete(job.target)
-        yield f"{'skip' if done else 'convert'}\t{job.source}\t{job.target}"
+        if not opts.overwrite and is_complete(job.target):
+            yield f"skip\t{job.source}\t{job.target}"
+            continue
+        try:
+            read_image(job.source)
+        except ValueError as err:
+            yield f"fail\t{job.source}\t{err}"
+            continue
+        yield f"convert\t{job.source}\t{job.target}"
 
 
 if __name__ == "__main__":

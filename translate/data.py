@@ -15,7 +15,7 @@ from pathlib import Path
 
 from translate.config import DataConfig
 from translate.errors import TranslateError
-from translate.images import list_images
+from translate.images import scan_images
 
 SPLITS = ("train", "test")
 
@@ -28,6 +28,7 @@ class ImageSource:
     name_b: str
     files: dict[str, tuple[list[Path], list[Path]]]  # split -> (domain A files, domain B files)
     crop: int | None = None  # center square (px) taken before resizing; None: none
+    skipped: tuple[Path, ...] = ()  # links named like images whose target is missing
 
     def split(self, split: str) -> tuple[list[Path], list[Path]]:
         """(domain A files, domain B files) of ``split`` ("train" or "test")."""
@@ -39,7 +40,7 @@ def folder_source(root: Path, name_a: str = "A", name_b: str = "B") -> ImageSour
     root = Path(root)
     if not root.is_dir():
         raise TranslateError(f"data folder not found: {root}")
-    files = {}
+    files, skipped = {}, []
     for split in SPLITS:
         pair = []
         for domain in "AB":
@@ -48,12 +49,13 @@ def folder_source(root: Path, name_a: str = "A", name_b: str = "B") -> ImageSour
                 raise TranslateError(
                     f"missing folder {folder} (expected trainA, trainB, testA, testB)"
                 )
-            found = list_images(folder)
-            if not found:
+            scan = scan_images(folder)  # links to folders followed
+            if not scan.files:
                 raise TranslateError(f"no images found in {folder}")
-            pair.append(found)
+            pair.append(scan.files)
+            skipped += scan.broken_links
         files[split] = (pair[0], pair[1])
-    return ImageSource(name_a, name_b, files)
+    return ImageSource(name_a, name_b, files, skipped=tuple(skipped))
 
 
 def celeba_attributes(root: Path) -> list[str]:
@@ -150,5 +152,9 @@ def open_source(cfg: DataConfig) -> ImageSource:
     source = _SOURCES[cfg.source](cfg)
     files = disjoint_training(source.files) if cfg.disjoint else source.files
     return ImageSource(
-        cfg.domain_a or source.name_a, cfg.domain_b or source.name_b, files, source.crop
+        cfg.domain_a or source.name_a,
+        cfg.domain_b or source.name_b,
+        files,
+        source.crop,
+        source.skipped,
     )

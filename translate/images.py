@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from translate.errors import first_line
 
@@ -20,15 +21,38 @@ IMAGE_EXTENSIONS = frozenset(
 WHITE = (255, 255, 255)
 
 
-def list_images(folder: Path) -> list[Path]:
-    """All image files under ``folder`` (recursive, sorted, hidden files skipped)."""
-    return sorted(
-        p
-        for p in Path(folder).rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+@dataclass(frozen=True)
+class ImageScan:
+    """What a folder holds: image files, and links named like images that lead nowhere."""
+
+    files: list[Path]  # sorted
+    broken_links: list[Path]  # sorted
+
+
+def scan_images(folder: Path) -> ImageScan:
+    """Image files under ``folder``, recursively and sorted, hidden files and folders skipped.
+
+    Symbolic links to folders are followed, each real folder visited once (a link back up the
+    tree is no loop); a link named like an image whose target is missing is returned apart.
+    """
+    folder = Path(folder)
+    files, broken, seen = [], [], set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        info = os.stat(top)
+        if (info.st_dev, info.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            path = Path(top, name)
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if path.is_file():
+                files.append(path)
+            elif path.is_symlink() and not path.exists():
+                broken.append(path)
+    return ImageScan(sorted(files), sorted(broken))
 
 
 def _to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
@@ -98,17 +122,41 @@ def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in array.permute(0, 2, 3, 1).cpu().numpy()]
 
 
-def grid(rows: Sequence[Sequence[Image.Image]], pad: int = 2) -> Image.Image:
-    """Tile rows of equally sized images into one image on a white background."""
+def grid(
+    rows: Sequence[Sequence[Image.Image]], pad: int = 2, labels: Sequence[str] | None = None
+) -> Image.Image:
+    """Tile rows of equally sized images into one image on a white background.
+
+    ``labels`` (one per row, may hold a newline) are written in a column on the left.
+    """
     cell_w, cell_h = rows[0][0].size
     cols = max(len(r) for r in rows)
+    font = ImageFont.load_default(size=max(9, min(14, cell_h // 5)))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = 0
+    if labels:
+        label_w = max(measure.multiline_textbbox((0, 0), text, font=font)[2] for text in labels)
+        label_w += 2 * pad
     canvas = Image.new(
-        "RGB", (cols * (cell_w + pad) + pad, len(rows) * (cell_h + pad) + pad), WHITE
+        "RGB", (label_w + cols * (cell_w + pad) + pad, len(rows) * (cell_h + pad) + pad), WHITE
     )
+    draw = ImageDraw.Draw(canvas)
     for i, row in enumerate(rows):
+        top = pad + i * (cell_h + pad)
+        if labels:
+            draw.multiline_text(
+                (pad, top + cell_h // 2), labels[i], fill=(0, 0, 0), font=font, anchor="lm"
+            )
         for j, im in enumerate(row):
-            canvas.paste(im.convert("RGB"), (pad + j * (cell_w + pad), pad + i * (cell_h + pad)))
+            canvas.paste(im.convert("RGB"), (label_w + pad + j * (cell_w + pad), top))
     return canvas
+
+
+def is_flat(image: Image.Image) -> bool:
+    """True when every pixel of ``image`` has the same value in every band."""
+    extrema = image.getextrema()
+    bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
+    return all(low == high for low, high in bands)
 
 
 @dataclass(frozen=True)
@@ -140,6 +188,8 @@ def read_image(path: str | Path) -> SourceImage:
                 )
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ValueError("image too large (over Pillow's decompression-bomb limit)") from None
+    except FileNotFoundError:
+        raise ValueError("file not found (a broken symbolic link, or it was removed)") from None
     except PermissionError:
         raise ValueError("permission denied") from None
     except UnidentifiedImageError:

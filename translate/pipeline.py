@@ -99,6 +99,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cpu") if device.type == "cpu" else device
 
 
+class NonFiniteOutputError(ValueError):
+    """A translation whose latents hold NaN or infinity (it would decode to a flat image)."""
+
+
 class Translator:
     """Translates images A -> B and B -> A by integrating one learned velocity field."""
 
@@ -293,6 +297,11 @@ class Translator:
                 solution = self.translate_latents(
                     latents, direction, steps, method, strength, return_trajectory
                 )
+                if not torch.isfinite(solution.x).all():
+                    raise NonFiniteOutputError(
+                        "the model's output is not finite (NaN or infinity): the checkpoint "
+                        "is damaged or its training diverged"
+                    )
                 states = solution.trajectory if return_trajectory else solution.x[None]
                 frames = [self.codec.decode_images(state) for state in states]  # (T, batch)
                 for j, i in enumerate(chunk):

@@ -73,3 +73,14 @@ def clean_temporaries(folder: Path) -> None:
         for path in folder.iterdir():
             if path.name.startswith((".tmp-", ".old-")):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+
+
+def where_next(run_dir: Path, step: int) -> str:
+    """Lines that point a user from a finished run to its samples and the next commands."""
+    final = run_dir / FINAL
+    grid = run_dir / "samples" / f"{step_name('step', step)}.png"
+    return (
+        f"samples: {grid}\n"
+        f"next: translate-folder {final} INPUT_DIR OUTPUT_DIR  |  "
+        f"translate-app --checkpoint {final}  |  translate-eval {final}"
+    )

@@ -95,10 +95,26 @@ def flow_step(
     )
 
 
+def mixed_precision(setting: str, cuda: bool) -> str | None:
+    """The ``Accelerator``'s mixed_precision for ``train.mixed_precision``; None: the launcher's.
+
+    ``auto`` is bf16 on a CPU with native bf16 arithmetic (AMX tiles or AVX512-BF16), where
+    autocast trains 1.7x faster (docs/PERFORMANCE.md) and an emulated one would be slower.
+    """
+    if setting == "launcher":
+        return None
+    if setting != "auto":
+        return setting
+    if not cuda and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()):
+        return "bf16"
+    return None
+
+
 def main(cfg: Config) -> Path:
     """Train (or resume, or report done) and return the final checkpoint folder."""
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # lets torchrun/accelerate form a gloo group on CPUs
+        mixed_precision=mixed_precision(cfg.train.mixed_precision, torch.cuda.is_available()),
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=None if cfg.train.log_with == "none" else cfg.train.log_with,
         project_config=ProjectConfiguration(
@@ -138,6 +154,7 @@ def _run(cfg: Config, accelerator: Accelerator) -> Path:
     done = runs.finished_step(out)
     if done is not None and done >= cfg.train.steps:
         accelerator.print(f"{out} already finished {done} steps: {out / runs.FINAL}")
+        accelerator.print(runs.where_next(out, done))
         return out / runs.FINAL
     _check_same_run(out, cfg)
     if accelerator.is_main_process:
@@ -147,6 +164,11 @@ def _run(cfg: Config, accelerator: Accelerator) -> Path:
         (out / "config.yaml").write_text(to_yaml(cfg))
     with accelerator.main_process_first():
         data = prepare_data(cfg, accelerator.device)
+    if data.source.skipped:
+        accelerator.print(
+            f"warning: skipped {len(data.source.skipped)} broken symbolic link(s), "
+            f"e.g. {data.source.skipped[0]}"
+        )
     for name, encoded in (
         ("trainA", data.train_a),
         ("trainB", data.train_b),
@@ -263,6 +285,7 @@ class Trainer:
             self.pairs.close()
             bar.close()  # an error is then printed on its own line, not on the bar's
         acc.print(f"finished {self.step} steps: {self.out / runs.FINAL}")
+        acc.print(runs.where_next(self.out, self.step))
         return self.out / runs.FINAL
 
     def _loop(self, bar: tqdm) -> None:
@@ -557,7 +580,9 @@ class Trainer:
                 latents, direction, self.cfg.sample.steps, self.cfg.sample.method
             )
             rows += [sources, translator.decode(solution.x)]
-        image = grid(rows)
+        a, b = self.data.source.name_a, self.data.source.name_b
+        labels = [f"source\n{a}", f"{a}\n-> {b}", f"source\n{b}", f"{b}\n-> {a}"]
+        image = grid(rows, labels=labels)
         path = self.out / "samples" / f"{runs.step_name('step', self.step)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
