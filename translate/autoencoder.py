@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from translate.atomic import atomic_dir
 from translate.config import OwnVAEConfig
 from translate.images import load_rgb, resize_center_crop, to_tensor
 from translate.latents import EncodeSpec, LatentCodec, cache_key, encode_files
@@ -116,8 +116,8 @@ def train_autoencoder(
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
     step = _resume(state_dir, vae, optimizer, scheduler, generator)
 
-    pixels = _load_pixels(train_files, resolution, crop, "loading VAE training images")
-    bar = tqdm(total=cfg.steps, initial=step, desc="stage 1: VAE", unit="step")
+    pixels = _load_pixels(train_files, resolution, crop, "VAE: loading training images")
+    bar = tqdm(total=cfg.steps, initial=step, desc="VAE: training (stage 1)", unit="step")
     vae.train()
     while step < cfg.steps:
         index = torch.randint(len(pixels), (cfg.batch_size,), generator=generator)
@@ -145,12 +145,10 @@ def train_autoencoder(
     vae.eval()
     codec = _normalised_codec(vae, pixels, cfg.batch_size)
     test_psnr = evaluate_psnr(codec, test_files, resolution, crop)
-    tmp = out_dir.with_name(f".tmp-{out_dir.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    codec.save_pretrained(tmp)
-    (tmp / "metrics.json").write_text(json.dumps({"test_psnr": test_psnr, "steps": step}, indent=2))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir, unique=True) as tmp:
+        codec.save_pretrained(tmp)
+        metrics = {"test_psnr": test_psnr, "steps": step}
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     shutil.rmtree(state_dir, ignore_errors=True)
     return AutoencoderReport(out_dir, test_psnr, step)
 
@@ -177,7 +175,7 @@ def evaluate_psnr(
 ) -> float:
     """Mean reconstruction PSNR (dB) of ``files`` through encode -> decode."""
     encoded = encode_files(
-        codec, files, EncodeSpec(resolution, crop), batch_size, desc="VAE test reconstruction"
+        codec, files, EncodeSpec(resolution, crop), batch_size, desc="VAE: test reconstruction"
     )
     pixels = _load_pixels(files, resolution, crop, "VAE test images")
     decoded = torch.cat([codec.decode(z) for z in encoded.latents.split(batch_size)])
@@ -188,17 +186,13 @@ def evaluate_psnr(
 
 def _save_state(state_dir: Path, vae, optimizer, scheduler, generator, step: int) -> None:
     """Resume point: weights as safetensors, optimizer via torch.save (loaded weights_only)."""
-    tmp = state_dir.with_name(state_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(
-        {k: v.contiguous() for k, v in vae.state_dict().items()}, str(tmp / "model.safetensors")
-    )
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    save_file({"generator": generator.get_state()}, str(tmp / "rng.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "scheduler": scheduler.state_dict()}))
-    shutil.rmtree(state_dir, ignore_errors=True)
-    os.replace(tmp, state_dir)
+    with atomic_dir(state_dir) as tmp:
+        weights = {k: v.contiguous() for k, v in vae.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file({"generator": generator.get_state()}, str(tmp / "rng.safetensors"))
+        state = {"step": step, "scheduler": scheduler.state_dict()}
+        (tmp / "state.json").write_text(json.dumps(state))
 
 
 def _resume(state_dir: Path, vae, optimizer, scheduler, generator) -> int:

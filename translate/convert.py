@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from translate import atomic
+from translate.atomic import atomic_file
 from translate.errors import TranslateError
 from translate.images import is_flat, read_image, restore_alpha, scan_images, with_alpha
 from translate.pipeline import DIRECTIONS, NonFiniteOutputError, Translator
@@ -214,15 +216,13 @@ def write_image(image: Image.Image, alpha: Image.Image | None, target: Path, qua
     buffer = io.BytesIO()
     image.save(buffer, format=writer, **options)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{TMP_PREFIX}{target.name}")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, target)
+    with atomic_file(target, prefix=TMP_PREFIX) as tmp:
+        tmp.write_bytes(buffer.getvalue())
 
 
 def clean_temporaries(output_root: Path) -> None:
     """Remove temporary files left by a killed run."""
-    for path in output_root.rglob(f"{TMP_PREFIX}*"):
-        path.unlink(missing_ok=True)
+    atomic.clean_temporaries(output_root, (TMP_PREFIX,), recursive=True)
 
 
 def translate_batch(
@@ -319,16 +319,13 @@ def write_failures(output_root: Path, failures: list[tuple[str, str]]) -> Path |
     if not failures:
         path.unlink(missing_ok=True)
         return None
-    tmp = output_root / f"{TMP_PREFIX}{FAILURES}"
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "reason"])
-            writer.writerows(sorted(failures))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    with (
+        atomic_file(path, prefix=TMP_PREFIX) as tmp,
+        tmp.open("w", newline="", encoding="utf-8") as f,
+    ):
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason"])
+        writer.writerows(sorted(failures))
     return path
 
 

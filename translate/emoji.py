@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
+from translate.atomic import replace, temporary
 from translate.errors import TranslateError
 from translate.images import to_rgb
 
@@ -97,7 +97,7 @@ def build_emoji_dataset(cache_dir: Path) -> Path:
     tmp = start_build(root)
     render = OpenMojiRenderer(font_path)
     kept, skipped = 0, 0
-    for png in tqdm(sorted(png_dir.glob("*.png")), desc="building emoji data", unit="emoji"):
+    for png in tqdm(sorted(png_dir.glob("*.png")), desc="data: building emoji", unit="emoji"):
         name = png.stem
         openmoji = render(sequence_text(name))
         with Image.open(png) as im:
@@ -123,7 +123,7 @@ def build_emoji_dataset(cache_dir: Path) -> Path:
 
 def start_build(root: Path) -> Path:
     """A fresh temporary folder next to ``root`` with empty trainA, trainB, testA, testB."""
-    tmp = root.with_name(f".tmp-{root.name}-{os.getpid()}")
+    tmp = temporary(root, unique=True)
     shutil.rmtree(tmp, ignore_errors=True)
     for split in ("train", "test"):
         for domain in "AB":
@@ -134,6 +134,5 @@ def start_build(root: Path) -> Path:
 def finish_build(tmp: Path, root: Path, manifest: dict) -> Path:
     """Write the manifest (the mark of a complete build) and move ``tmp`` to ``root``."""
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(tmp, root)
+    replace(tmp, root)
     return root

@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from translate.atomic import atomic_file
 from translate.errors import TranslateError, first_line
 from translate.images import load_rgb, resize_center_crop, to_pil, to_tensor
 
@@ -312,11 +313,10 @@ def cached_latents(
         return load_latent_file(path, mmap)
     result = encode_files(codec, files, spec, batch_size, num_workers, desc=desc)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     metadata = {"names": json.dumps(result.names), "failures": json.dumps(result.failures)}
     stored = result.latents.half().contiguous()  # fp16 on disk; a cache hit returns the same values
-    save_file({"latents": stored}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_file(path, unique=True) as tmp:
+        save_file({"latents": stored}, str(tmp), metadata=metadata)
     if mmap:
         return load_latent_file(path, mmap)
     return LatentSet(stored.float(), result.names, result.failures)

@@ -14,8 +14,6 @@ hub reference to the VAE in ``translator.json``, and optionally ``examples/a2b/*
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,7 @@ import torch
 from diffusers import UNet2DModel
 from PIL import Image
 
+from translate.atomic import atomic_dir
 from translate.errors import TranslateError, first_line
 from translate.flow import time_span
 from translate.images import load_rgb, resize_center_crop, to_pil, to_rgb, to_tensor
@@ -183,10 +182,11 @@ class Translator:
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write a checkpoint folder atomically (a temporary folder, then a rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        with atomic_dir(Path(path), unique=True) as tmp:
+            self._write(tmp)
+
+    def _write(self, tmp: Path) -> None:
+        """The checkpoint's files, into the (temporary) folder ``tmp``."""
         self.unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
         info = TranslatorInfo(**asdict(self.info))
         if Path(self.codec.source, self.codec.subfolder or "").is_dir():
@@ -199,7 +199,6 @@ class Translator:
             (tmp / EXAMPLES / direction).mkdir(parents=True)
             for i, image in enumerate(images):
                 image.save(tmp / EXAMPLES / direction / f"{i:02d}.png")
-        replace_dir(tmp, path)
 
     @property
     def size_multiple(self) -> int:
@@ -338,12 +337,3 @@ def _resized(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
     if size is None or image.size == size:
         return image
     return image.resize(size, Image.Resampling.LANCZOS)
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder to its final name, replacing any older one."""
-    old = final.with_name(f".old-{final.name}-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)

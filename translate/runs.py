@@ -17,6 +17,8 @@ import re
 import shutil
 from pathlib import Path
 
+from translate import atomic
+
 STATE = "state"
 FINAL = "checkpoint-final"
 _STEP = re.compile(r"^(?:step|checkpoint)-(\d+)$")
@@ -61,7 +63,7 @@ def rotate(folder: Path, prefix: str, keep: int) -> None:
     a temporary that ``clean_temporaries`` removes, never a half-deleted folder under its name.
     """
     for _, path in numbered(folder, prefix)[:-keep]:
-        doomed = path.with_name(f".old-{path.name}")
+        doomed = path.with_name(f"{atomic.OLD}{path.name}")
         shutil.rmtree(doomed, ignore_errors=True)
         os.replace(path, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
@@ -69,10 +71,7 @@ def rotate(folder: Path, prefix: str, keep: int) -> None:
 
 def clean_temporaries(folder: Path) -> None:
     """Remove leftovers of interrupted writes (``.tmp-*`` and ``.old-*``)."""
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.name.startswith((".tmp-", ".old-")):
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+    atomic.clean_temporaries(folder)
 
 
 def where_next(run_dir: Path, step: int) -> str:
