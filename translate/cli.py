@@ -54,6 +54,8 @@ def train_main(argv: list[str] | None = None) -> int:
 def convert_main(argv: list[str] | None = None) -> int:
     """``translate-folder CHECKPOINT INPUT OUTPUT [options]``; exit 0 ok, 1 failures, 2 usage."""
     from translate.convert import FORMATS, SIZES
+    from translate.pipeline import DIRECTIONS, VAE_DTYPES
+    from translate.solvers import METHODS
 
     parser = argparse.ArgumentParser(
         prog="translate-folder",
@@ -64,13 +66,13 @@ def convert_main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", help="an image file or a folder")
     parser.add_argument("output", help="output folder; the input's tree is mirrored inside")
     parser.add_argument(
-        "--direction", default="a2b", choices=("a2b", "b2a"), help="a2b: A -> B; b2a: B -> A"
+        "--direction", default="a2b", choices=DIRECTIONS, help="a2b: A -> B; b2a: B -> A"
     )
     parser.add_argument("--steps", type=int, default=8, help="ODE steps")
     parser.add_argument(
         "--method",
         default="euler",
-        choices=("euler", "midpoint", "rk4", "dopri5"),
+        choices=METHODS,
         help="ODE solver (dopri5 adapts its own steps)",
     )
     parser.add_argument("--strength", type=float, default=1.0, help="0-1: how far to translate")
@@ -91,7 +93,7 @@ def convert_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--vae-dtype",
         default="auto",
-        choices=("auto", "float32", "bfloat16", "float16"),
+        choices=("auto", *VAE_DTYPES),
         help="dtype of VAE encode/decode (auto: bfloat16 on a GPU that has it, else float32)",
     )
     args = parser.parse_args(argv)
@@ -201,6 +203,9 @@ def _failure_report(output_root, failures: list[tuple[str, str]]) -> str:
 
 def eval_main(argv: list[str] | None = None) -> int:
     """``translate-eval CHECKPOINT [options]``: metrics, report, plots and grids."""
+    from translate.pipeline import DIRECTIONS
+    from translate.solvers import METHODS
+
     parser = argparse.ArgumentParser(
         prog="translate-eval",
         description="Evaluate checkpoints: realism, faithfulness, domain success, paired ground "
@@ -213,14 +218,14 @@ def eval_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-config", help="YAML whose data: section replaces the stored one")
     parser.add_argument("--split", default="test", choices=("train", "test"), help="data split")
     parser.add_argument(
-        "--direction", default="both", choices=("a2b", "b2a", "both"), help="directions to evaluate"
+        "--direction", default="both", choices=(*DIRECTIONS, "both"), help="directions to evaluate"
     )
     parser.add_argument("--steps", default="1,2,4,8,16,32", help="comma-separated step counts")
     parser.add_argument(
         "--method",
         nargs="+",
         default=["euler"],
-        choices=("euler", "midpoint", "rk4", "dopri5"),
+        choices=METHODS,
         help="ODE solvers",
     )
     parser.add_argument("--limit", type=int, help="source images per direction (evenly spaced)")
@@ -248,7 +253,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         opts = EvalOptions(
             out=out,
             split=args.split,
-            directions=("a2b", "b2a") if args.direction == "both" else (args.direction,),
+            directions=DIRECTIONS if args.direction == "both" else (args.direction,),
             steps=steps,
             methods=tuple(args.method),
             limit=args.limit,

@@ -56,7 +56,7 @@ def build_glyph_dataset(cache_dir: Path) -> Path:
     tmp = start_build(root)
     fonts = [ImageFont.truetype(str(p), FONT_SIZE) for p in paths]
     kept, skipped = 0, 0
-    for code in tqdm(shared_characters(paths), desc="building glyph data", unit="glyph"):
+    for code in tqdm(shared_characters(paths), desc="data: building glyphs", unit="glyph"):
         name = f"{code:04x}"
         images = [render(font, chr(code)) for font in fonts]
         same = np.array_equal(np.asarray(images[0]), np.asarray(images[1]))

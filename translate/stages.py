@@ -75,7 +75,7 @@ def prepare_data(cfg: Config, device: torch.device) -> PreparedData:
                 spec,
                 cfg.vae.encode_batch_size,
                 cfg.data.num_workers,
-                desc=f"encoding {split}{domain}",
+                desc=f"latents: encoding {split}{domain}",
                 mmap=split == "train",  # the trainer decides where they live
             )
     return PreparedData(source, codec, vae_test_psnr=psnr, **sets)
