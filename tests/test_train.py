@@ -160,19 +160,19 @@ def test_bf16_autocast_trains_and_exports(workspace):
 def test_kill_during_save_resumes_from_previous_state(workspace, monkeypatch):
     tmp, _, config = workspace
     cfg = config("train.steps=6", "train.checkpoint_every=3", "train.sample_every=100")
-    real_replace = train_module.replace_dir
+    real_replace = train_module.atomic.replace
 
     def die_at_second_state(src, dst):
         if dst.name == "step-000006":
             raise KeyboardInterrupt  # killed after writing, before the rename
         real_replace(src, dst)
 
-    monkeypatch.setattr(train_module, "replace_dir", die_at_second_state)
+    monkeypatch.setattr(train_module.atomic, "replace", die_at_second_state)
     with pytest.raises(KeyboardInterrupt):
         train_module.main(cfg)
     assert runs.latest_state(tmp / "run").name == "step-000003"
     assert (tmp / "run" / "state" / ".tmp-step-000006").exists()  # a partial write never loads
-    monkeypatch.setattr(train_module, "replace_dir", real_replace)
+    monkeypatch.setattr(train_module.atomic, "replace", real_replace)
     assert train_module.main(cfg) == tmp / "run" / runs.FINAL
     assert runs.finished_step(tmp / "run") == 6
     assert not [p for p in (tmp / "run" / "state").iterdir() if p.name.startswith(".tmp")]
@@ -218,6 +218,22 @@ def test_cli_errors_are_one_line(repo, tmp_path):
         tmp_path,
     )
     assert missing.returncode == 2 and "data folder not found" in missing.stderr
+    # the README's launch command: no launcher notes, no launcher traceback, only the one line
+    launched = _run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(repo / "configs" / "accelerate" / "local.yaml"),
+            "-q",
+            str(repo / "train.py"),
+            "train.stepz=3",
+        ],
+        tmp_path,
+    )
+    assert launched.returncode != 0 and launched.stdout == ""
+    assert launched.stderr.strip().count("\n") == 0 and "train.steps" in launched.stderr
 
 
 def test_resolution_the_pretrained_vae_and_unet_cannot_divide_is_refused_before_encoding(
@@ -302,13 +318,16 @@ def test_adversarial_term_trains_saves_and_resumes_exactly(workspace, states):
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
     if states == "trajectory":  # judged from the field's own 2-step Euler states
         adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
+    else:  # judged from points of the path
+        adv += ("adversarial.trajectory_steps=0",)
     plain, whole, split = tmp / "run-plain", tmp / "run-adv", tmp / "run-adv-split"
     train_module.main(config("train.steps=6", f"train.output_dir={plain}"))
     train_module.main(config(*adv, "train.steps=6", f"train.output_dir={whole}"))
     assert _final_unet(whole) != _final_unet(plain)  # the term changes the field
     if states == "trajectory":  # and the rolled-out states change it differently
         path_only = tmp / "run-adv-path"
-        train_module.main(config(*adv[:3], "train.steps=6", f"train.output_dir={path_only}"))
+        path_states = (*adv[:3], "adversarial.trajectory_steps=0")
+        train_module.main(config(*path_states, "train.steps=6", f"train.output_dir={path_only}"))
         assert _final_unet(whole) != _final_unet(path_only)
     state = runs.latest_state(whole) / "adversarial"
     assert (state / "discriminators.safetensors").is_file() and (state / "optimizer.bin").is_file()

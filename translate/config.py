@@ -15,12 +15,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from translate.errors import ConfigError, first_line
 from translate.flow import TIME_SAMPLINGS
+from translate.solvers import METHODS
 
 SOURCES = ("emoji", "folders", "celeba", "glyphs")
 WEIGHTINGS = ("uniform", "distance")  # of predicted endpoints: translate.adversarial
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global", "dataset")
-METHODS = ("euler", "midpoint", "rk4", "dopri5")
 LATENT_STORAGES = ("auto", "memory", "mmap")
 PRECISIONS = ("launcher", "auto", "no", "bf16", "fp16")
 
@@ -114,7 +114,7 @@ class FlowConfig:
 class AdversarialConfig:
     """The adversarial endpoint term (translate.adversarial); weight 0 is plain OT-CFM.
 
-    The defaults are the measured recipe of docs/SHARPNESS.md (run 3).
+    The defaults are the measured recipe of docs/SHARPNESS.md (run 6).
     """
 
     weight: float = 0.5  # lambda on the generator loss, added to the CFM regression; 0: off
@@ -127,12 +127,12 @@ class AdversarialConfig:
     width: int = 32  # channels of the discriminators' first layer
     # uniform: every predicted endpoint counts alike; distance: by how far it jumps (1 - t for
     # A -> B, t for B -> A), so that one-step translations from the sources dominate
-    weighting: str = "distance"
+    weighting: str = "uniform"
     # where the judged predictions start: 0, points of the path x_t (the CFM step's own); K > 0,
     # the states the field itself reaches after k of K Euler steps from real sources (k drawn
     # per sample in [0, K)), as inference does with K steps (UNSB's simulated states)
-    trajectory_steps: int = 0
-    trajectory_batch: int = 32  # sources per domain rolled out per step (trajectory_steps > 0)
+    trajectory_steps: int = 4
+    trajectory_batch: int = 16  # sources per domain rolled out per step (trajectory_steps > 0)
 
     def __post_init__(self) -> None:
         _choice("adversarial.weighting", self.weighting, WEIGHTINGS)
@@ -191,7 +191,7 @@ class TrainConfig:
     # autocast: "launcher" takes accelerate's (--mixed_precision, the accelerate config); "auto"
     # is bf16 on a CPU with native bf16 (AMX or AVX512-BF16, where it trains 1.7x faster:
     # docs/PERFORMANCE.md) and the launcher's otherwise; "no", "bf16", "fp16" force those
-    mixed_precision: str = "launcher"
+    mixed_precision: str = "auto"
     # speed options, each on only where measured to help (docs/PERFORMANCE.md); torch.compile
     # comes from the launcher: --dynamo_backend inductor
     channels_last: bool = False  # UNet weights and activations in NHWC memory format

@@ -25,7 +25,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from translate import runs
+from translate import atomic, runs
 from translate.adversarial import (
     Adversary,
     DiscriminatorLoss,
@@ -47,7 +47,7 @@ from translate.flow import (
 from translate.images import grid, load_rgb, resize_center_crop
 from translate.latents import quiet_diffusers
 from translate.model import build_unet, velocity
-from translate.pipeline import Translator, TranslatorInfo, replace_dir
+from translate.pipeline import Translator, TranslatorInfo
 from translate.prefetch import MinibatchPairs, PairStream, PlanPairs
 from translate.stages import PreparedData, prepare_data
 from translate.storage import LatentSampler, free_memory, keep_in_memory
@@ -65,6 +65,9 @@ class Generators:
     data: torch.Generator  # batch indices (per process)
     path: torch.Generator  # t and noise (per process, on the training device)
     coupling: torch.Generator  # sinkhorn sampling (identical on all processes)
+    # rolled-out step counts (per process, on the training device): apart from ``path`` so
+    # that training the discriminators alone leaves the field's random draws as they were
+    rollout: torch.Generator
 
     @classmethod
     def create(cls, seed: int, rank: int, device: torch.device) -> Generators:
@@ -72,10 +75,12 @@ class Generators:
             torch.Generator().manual_seed(seed * 7919 + rank),
             torch.Generator(device).manual_seed(seed * 104729 + rank),
             torch.Generator().manual_seed(seed),
+            torch.Generator(device).manual_seed(seed * 1299709 + rank),
         )
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name).get_state() for name in ("data", "path", "coupling")}
+        names = ("data", "path", "coupling", "rollout")
+        return {name: getattr(self, name).get_state() for name in names}
 
     def restore(self, states: dict[str, torch.Tensor]) -> None:
         for name, value in states.items():
@@ -274,7 +279,7 @@ class Trainer:
         bar = tqdm(
             total=cfg.train.steps,
             initial=self.step,
-            desc="training flow",
+            desc="flow: training",
             unit="step",
             disable=not acc.is_local_main_process,
         )
@@ -297,7 +302,10 @@ class Trainer:
                 pairing = self.pairs.next()
                 cost_ratio = pairing.cost_ratio
                 weight = self._adversarial_weight()
-                field = JointField(self.unet, self._rollout(pairing, weight))
+                rollout = self._rollout(pairing, weight)
+                # the rolled-out states join the regression's forward pass only when the
+                # generator term needs their gradient
+                field = JointField(self.unet, rollout if weight else None, rollout)
                 step = cfm_step(
                     field, pairing.x0, pairing.x1, self.path, self.gens.path, cfg.flow.time_sampling
                 )
@@ -377,7 +385,7 @@ class Trainer:
         m = min(self.cfg.adversarial.trajectory_batch, len(pairing.x0))
         x = torch.cat([pairing.x0[:m], pairing.x1[:m]])
         t_start = torch.cat([torch.zeros(m), torch.ones(m)]).to(x.device)
-        k = torch.randint(0, steps, (2 * m,), generator=self.gens.path, device=x.device)
+        k = torch.randint(0, steps, (2 * m,), generator=self.gens.rollout, device=x.device)
         with torch.no_grad():
             x_k, t_k = rollout_states(lambda y, t: velocity(self.unet, y, t), x, t_start, steps, k)
         return Rollout(x_k, t_k, m)
@@ -388,7 +396,7 @@ class Trainer:
         """The predicted endpoints to judge and the generator loss of the coming step."""
         if weight is None:
             return None
-        rollout = field.extra
+        rollout = field.rollout
         if rollout is None:  # points of the path: both endpoints of every row
             t, fake = (
                 step.sample.t,
@@ -397,7 +405,11 @@ class Trainer:
             weights = endpoint_weights(t, self.cfg.adversarial.weighting)
         else:  # rolled-out states: z_B from the A sources, z_A from the B sources
             m = rollout.per_domain
-            z_a, z_b = predicted_endpoints(rollout.x, rollout.t, field.extra_velocity)
+            v = field.extra_velocity
+            if v is None:  # generator term off: the fakes alone, the field's pass untouched
+                with torch.no_grad():
+                    v = velocity(self.unet, rollout.x, rollout.t)
+            z_a, z_b = predicted_endpoints(rollout.x, rollout.t, v)
             fake = Endpoints(z_a[m:], z_b[:m])
             both = endpoint_weights(rollout.t, self.cfg.adversarial.weighting)
             weights = None if both is None else Endpoints(both.a[m:], both.b[:m])
@@ -476,7 +488,7 @@ class Trainer:
         translator = self._check_not_diverged()  # every process checks its own (identical) weights
         states = self.out / runs.STATE
         name = runs.step_name("step", self.step)
-        tmp = states / f".tmp-{name}"
+        tmp = atomic.temporary(states / name)
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -490,7 +502,7 @@ class Trainer:
             if self.adversary is not None:
                 self.adversary.save(tmp / "adversarial")
             (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step}))
-            replace_dir(tmp, states / name)
+            atomic.replace(tmp, states / name)
             runs.rotate(states, "step", cfg.train.keep_checkpoints)
             translator.save_pretrained(self.out / runs.step_name("checkpoint", self.step))
             runs.rotate(self.out, "checkpoint", cfg.train.keep_checkpoints)
@@ -607,8 +619,9 @@ class JointField:
     rolled-out states' velocities are kept in ``extra_velocity`` (batch order preserved).
     """
 
-    def __init__(self, unet, extra: Rollout | None = None) -> None:
+    def __init__(self, unet, extra: Rollout | None = None, rollout: Rollout | None = None):
         self.unet, self.extra = unet, extra
+        self.rollout = rollout or extra  # the step's rolled-out states, joined or not
         self.extra_velocity: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
