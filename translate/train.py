@@ -305,7 +305,7 @@ class Trainer:
                 rollout = self._rollout(pairing, weight)
                 # the rolled-out states join the regression's forward pass only when the
                 # generator term needs their gradient
-                field = JointField(self.unet, rollout if weight else None, rollout)
+                field = JointField(self.unet, rollout, join=bool(weight))
                 step = cfm_step(
                     field, pairing.x0, pairing.x1, self.path, self.gens.path, cfg.flow.time_sampling
                 )
@@ -619,15 +619,15 @@ class JointField:
     rolled-out states' velocities are kept in ``extra_velocity`` (batch order preserved).
     """
 
-    def __init__(self, unet, extra: Rollout | None = None, rollout: Rollout | None = None):
-        self.unet, self.extra = unet, extra
-        self.rollout = rollout or extra  # the step's rolled-out states, joined or not
+    def __init__(self, unet, rollout: Rollout | None = None, join: bool = True) -> None:
+        self.unet, self.rollout = unet, rollout  # the step's rolled-out states, if any
+        self.join = join and rollout is not None  # evaluate them in the same pass
         self.extra_velocity: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.extra is None:
+        if not self.join:
             return velocity(self.unet, x, t)
-        v = velocity(self.unet, torch.cat([x, self.extra.x]), torch.cat([t, self.extra.t]))
+        v = velocity(self.unet, torch.cat([x, self.rollout.x]), torch.cat([t, self.rollout.t]))
         self.extra_velocity = v[len(x) :]
         return v[: len(x)]
 
