@@ -55,6 +55,9 @@ def test_wrong_type_is_one_line():
         ("data.resolution=20", r"multiple of 16 .*e\.g\. 16 or 32"),
         ("model.norm_num_groups=24", "multiples of model.norm_num_groups=24"),
         ("vae.own.block_out_channels=[16,32,60]", r"vae.own.norm_num_groups=8 .*\[60\]"),
+        ("reflow.share=1", r"reflow.share must be in \[0, 1\)"),
+        ("reflow.rounds=300", "more than the 200 reflow steps"),
+        ("reflow.pairs=forward", "both, a2b, b2a"),
     ],
 )
 def test_invalid_values(override, match):

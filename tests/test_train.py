@@ -340,6 +340,49 @@ def test_adversarial_term_trains_saves_and_resumes_exactly(workspace, states):
     assert out.size == (16, 16)
 
 
+class Interrupted(Exception):
+    pass
+
+
+def test_reflow_rounds_train_on_their_pairs_and_resume_exactly(workspace, monkeypatch):
+    from translate.reflow import ReflowPairs
+
+    tmp, _, config = workspace
+    # 2 rounds over the last 6 of 8 steps (after steps 2 and 5), adversarial term on
+    reflow = ("reflow.share=0.75", "reflow.rounds=2", "reflow.nfe=2", "adversarial.start=1")
+    common = (*reflow, "train.steps=8", "train.checkpoint_every=2", "train.keep_checkpoints=4")
+    plain, whole, split = tmp / "run-plain", tmp / "run-reflow", tmp / "run-reflow-split"
+    train_module.main(config("adversarial.start=1", "train.steps=8", f"train.output_dir={plain}"))
+    train_module.main(config(*common, f"train.output_dir={whole}"))
+    assert _final_unet(whole) != _final_unet(plain)  # the rounds change the field
+    files = sorted(p.name for p in (whole / "reflow").iterdir())
+    assert files == ["round-000002.safetensors", "round-000005.safetensors"]
+    metadata = {"step": "2", "nfe": "2", "pairs": "both"}
+    pairs = ReflowPairs.load(whole / "reflow" / files[0], metadata)
+    assert len(pairs) == 2 * 12  # every training latent of both domains (12 each), translated
+    # stopped after the state of step 4, inside the first round: the resumed run reads its pairs
+    save = train_module.Trainer._save
+
+    def save_then_stop(self, final):
+        save(self, final)
+        if self.step == 4:
+            raise Interrupted
+
+    monkeypatch.setattr(train_module.Trainer, "_save", save_then_stop)
+    with pytest.raises(Interrupted):
+        train_module.main(config(*common, f"train.output_dir={split}"))
+    monkeypatch.setattr(train_module.Trainer, "_save", save)
+    train_module.main(config(*common, f"train.output_dir={split}"))
+    assert _final_unet(split) == _final_unet(whole)
+    # a round's pairs that are gone cannot be drawn again from a later state: one line
+    (split / "reflow" / files[0]).unlink()
+    for step in ("step-000006", "step-000008"):  # resume at 4 again
+        (split / runs.STATE / step).rename(split / runs.STATE / f"moved-{step}")
+    with pytest.raises(TranslateError, match="reflow round that began at step 2") as err:
+        train_module.main(config(*common, "train.steps=9", f"train.output_dir={split}"))
+    assert "\n" not in str(err.value)
+
+
 def test_finished_run_missing_its_final_checkpoint_exports_it_again(workspace):
     tmp, _, config = workspace
     cfg = config("train.steps=3", "train.checkpoint_every=3")

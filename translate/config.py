@@ -23,6 +23,7 @@ OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global", "dataset")
 LATENT_STORAGES = ("auto", "memory", "mmap")
 PRECISIONS = ("launcher", "auto", "no", "bf16", "fp16")
+REFLOW_PAIRS = ("both", "a2b", "b2a")  # pair sets of translate.reflow
 
 
 @dataclass
@@ -146,6 +147,30 @@ class AdversarialConfig:
 
 
 @dataclass
+class ReflowConfig:
+    """Reflow with real targets (translate.reflow); ``share`` 0 is off.
+
+    The last ``share`` of ``train.steps`` regress the field onto fixed pairs drawn from its EMA
+    weights (``nfe`` Euler steps) instead of minibatch-OT pairs, each pair with one real end,
+    in ``rounds`` equal rounds (fresh pairs each). The defaults are the measured recipe of
+    docs/SHARPNESS.md (run 7).
+    """
+
+    share: float = 0.25  # of train.steps, at the end; 0: no reflow (the OT-CFM pairs throughout)
+    rounds: int = 1
+    nfe: int = 4  # Euler steps of the translations that make the pairs
+    # both: (T_BA(b), b) and (a, T_AB(a)); a2b: only (T_BA(b), b), whose B end is real; b2a
+    pairs: str = "both"
+
+    def __post_init__(self) -> None:
+        _choice("reflow.pairs", self.pairs, REFLOW_PAIRS)
+        _positive("reflow.nfe", self.nfe)
+        _positive("reflow.rounds", self.rounds)
+        if not 0 <= self.share < 1:
+            raise ConfigError(f"reflow.share must be in [0, 1), got {self.share}")
+
+
+@dataclass
 class ModelConfig:
     """The UNet2DModel vector field; the latent shape comes from the VAE."""
 
@@ -227,6 +252,7 @@ class Config:
     flow: FlowConfig = field(default_factory=FlowConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    reflow: ReflowConfig = field(default_factory=ReflowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -242,6 +268,12 @@ class Config:
                     f"{name}.block_out_channels {channels} must all be multiples of "
                     f"{name}.norm_num_groups={groups} (group normalisation); {bad} are not"
                 )
+        reflow_steps = round(self.reflow.share * self.train.steps)
+        if reflow_steps and self.reflow.rounds > reflow_steps:
+            raise ConfigError(
+                f"reflow.rounds={self.reflow.rounds} is more than the {reflow_steps} reflow steps "
+                f"(reflow.share={self.reflow.share} of train.steps={self.train.steps})"
+            )
         if not self.vae.pretrained:  # the own VAE's factor is known now; a pretrained one's on load
             check_resolution(self, 2 ** (len(self.vae.own.block_out_channels) - 1))
 

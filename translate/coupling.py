@@ -30,6 +30,14 @@ class Pairing:
     x0: torch.Tensor  # domain A latents, shape (batch, C, h, w)
     x1: torch.Tensor  # domain B latents, shape (batch, C, h, w)
     cost_ratio: float  # mean paired cost / mean cost of all pairs (1.0 for random pairs)
+    # real (A, B) latents of the step when one end of the pairs is generated (translate.reflow);
+    # None: x0 and x1 are themselves real
+    real: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def real_ends(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real A- and B-latents of this step, each (batch, C, h, w)."""
+        return self.real if self.real is not None else (self.x0, self.x1)
 
 
 def pairwise_cost(

@@ -49,6 +49,7 @@ from translate.latents import quiet_diffusers
 from translate.model import build_unet, velocity
 from translate.pipeline import Translator, TranslatorInfo
 from translate.prefetch import MinibatchPairs, PairStream, PlanPairs
+from translate.reflow import ReflowPairs, ReflowSource, generate_pairs, round_start, round_starts
 from translate.stages import PreparedData, prepare_data
 from translate.storage import LatentSampler, free_memory, keep_in_memory
 
@@ -231,6 +232,8 @@ class Trainer:
         else:
             accelerator.print(f"reading {nbytes / 2**30:.2f} GiB of latents from the cache files")
         sample_a, sample_b = (LatentSampler(x, device) for x in train_sets)
+        self.samplers = (sample_a, sample_b)
+        self.round: int | None = None  # first step of the reflow round being trained, if any
         self.pairs = PairStream(
             self._pair_source(sample_a, sample_b),
             cfg.train.batch_size,
@@ -298,6 +301,7 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         window_start, window_steps = time.perf_counter(), 0
         while self.step < cfg.train.steps:
+            self._reflow_round()
             with acc.accumulate(self.unet):
                 pairing = self.pairs.next()
                 cost_ratio = pairing.cost_ratio
@@ -326,7 +330,7 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 if adv is not None:
-                    real = Endpoints(pairing.x0, pairing.x1)
+                    real = Endpoints(*pairing.real_ends)
                     adv.discriminator = self.adversary.update(
                         real, adv.fake, acc.reduce, adv.weights
                     )
@@ -357,6 +361,46 @@ class Trainer:
             if self.step % cfg.train.checkpoint_every == 0 or final:
                 self._save(final)
 
+    def _reflow_round(self) -> None:
+        """Switch the pair stream to a reflow round's pairs when the coming step starts one.
+
+        At a round's first step the pairs are drawn from the EMA field and written to
+        ``reflow/round-NNNNNN.safetensors``; a run resumed inside a round reads them back.
+        """
+        cfg = self.cfg.reflow
+        first = round_start(self.step, round_starts(cfg.share, cfg.rounds, self.cfg.train.steps))
+        if first is None or first == self.round:
+            return
+        path = self.out / "reflow" / f"{runs.step_name('round', first)}.safetensors"
+        metadata = {"step": str(first), "nfe": str(cfg.nfe), "pairs": cfg.pairs}
+        acc = self.accelerator
+        if first == self.step:
+            a, b = (sampler.latents for sampler in self.samplers)
+            acc.print(f"reflow: translating {len(a)} + {len(b)} training latents ({cfg.nfe} steps)")
+            field = self.translator().field  # the EMA weights, in float32
+            pairs = generate_pairs(field, a, b, cfg.nfe, cfg.pairs, acc.device)
+            if acc.is_main_process:
+                pairs.save(path, metadata)
+            acc.wait_for_everyone()
+        else:
+            try:
+                pairs = ReflowPairs.load(path, metadata)
+            except Exception as err:
+                raise TranslateError(
+                    f"cannot resume inside the reflow round that began at step {first}: "
+                    f"{first_line(err)}; resume from a state at or before that step"
+                ) from None
+        state = self.pairs.generator_state()  # a batch drawn ahead is discarded, as on resume
+        self.pairs.close()
+        self.gens.restore(state)
+        self.pairs = PairStream(
+            ReflowSource(pairs, *self.samplers),
+            self.cfg.train.batch_size,
+            self.gens,
+            overlap=self._overlap(),
+        )
+        self.round = first
+
     def _adversarial_weight(self) -> float | None:
         """Lambda of the coming optimizer step, or None while the adversarial term is off.
 
@@ -383,7 +427,8 @@ class Trainer:
         if weight is None or steps == 0:
             return None
         m = min(self.cfg.adversarial.trajectory_batch, len(pairing.x0))
-        x = torch.cat([pairing.x0[:m], pairing.x1[:m]])
+        real_a, real_b = pairing.real_ends
+        x = torch.cat([real_a[:m], real_b[:m]])
         t_start = torch.cat([torch.zeros(m), torch.ones(m)]).to(x.device)
         k = torch.randint(0, steps, (2 * m,), generator=self.gens.rollout, device=x.device)
         with torch.no_grad():
@@ -669,7 +714,7 @@ def _check_same_run(out: Path, cfg: Config) -> None:
     now = to_dict(cfg)
     changed = [
         f"{section}.{key}"
-        for section in ("data", "vae", "flow", "model", "adversarial")
+        for section in ("data", "vae", "flow", "model", "adversarial", "reflow")
         for key in now[section]
         if before[section].get(key) != now[section][key]
     ]
