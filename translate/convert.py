@@ -22,8 +22,8 @@ from PIL import Image
 from translate import atomic
 from translate.atomic import atomic_file
 from translate.errors import TranslateError
-from translate.images import is_flat, read_image, restore_alpha, scan_images, with_alpha
-from translate.pipeline import DIRECTIONS, NonFiniteOutputError, Translator
+from translate.images import check_not_flat, read_image, restore_alpha, scan_images, with_alpha
+from translate.pipeline import DIRECTIONS, Translator, finite_outputs
 from translate.solvers import METHODS
 
 FORMATS = ("same", "png", "jpg", "webp")
@@ -249,18 +249,6 @@ def translate_batch(
         )
 
 
-def _translate_finite(
-    translator: Translator, images: list[Image.Image], opts: ConvertOptions
-) -> list[Image.Image | str]:
-    """``translate_batch``, with a reason string in place of each output that is not finite."""
-    try:
-        return translate_batch(translator, images, opts)
-    except NonFiniteOutputError as err:
-        if len(images) == 1:
-            return [str(err)]
-        return [out for image in images for out in _translate_finite(translator, [image], opts)]
-
-
 def convert_batches(
     translator: Translator,
     batches: list[list[Job]],
@@ -279,8 +267,7 @@ def convert_batches(
         for job in batch:  # the whole batch is translated, so results never depend on progress
             try:
                 source = read_image(job.source)
-                if is_flat(source.rgb):
-                    raise ValueError("the image is one flat colour: nothing to translate")
+                check_not_flat(source.rgb)
             except ValueError as err:
                 if job in todo:
                     summary.failures.append((str(job.source), str(err)))
@@ -289,7 +276,10 @@ def convert_batches(
                 summary.notes.append((str(job.source), source.note))
             loaded.append((job, source))
         if loaded:
-            outputs = _translate_finite(translator, [s.rgb for _, s in loaded], opts)
+            outputs = finite_outputs(
+                lambda images: translate_batch(translator, images, opts),
+                [s.rgb for _, s in loaded],
+            )
             for (job, source), output in zip(loaded, outputs, strict=True):
                 if job not in todo:
                     continue

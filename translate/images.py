@@ -152,11 +152,24 @@ def grid(
     return canvas
 
 
+FLAT = "the image is one flat colour: nothing to translate"
+
+
 def is_flat(image: Image.Image) -> bool:
     """True when every pixel of ``image`` has the same value in every band."""
     extrema = image.getextrema()
     bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
     return all(low == high for low, high in bands)
+
+
+def check_not_flat(image: Image.Image) -> None:
+    """Raise ``ValueError`` (``FLAT``) for an image that is one flat colour.
+
+    Such an input (e.g. a float TIFF read at the wrong scale) would translate to a picture of
+    nothing that looks like a result; the converter and the app refuse it instead.
+    """
+    if is_flat(image):
+        raise ValueError(FLAT)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     device = torch.device(device)
     # "cpu:0" (as accelerate reports under torchrun) computes differently from "cpu"
     return torch.device("cpu") if device.type == "cpu" else device
+
+
+def finite_outputs(translate: Callable[[list], list], images: list) -> list:
+    """``translate(images)``, with the reason (a str) in place of each output that is not finite.
+
+    ``translate`` maps a list of inputs to a list of outputs and raises
+    ``NonFiniteOutputError`` when any output holds NaN or infinity; such a batch is retried
+    image by image, so that one bad image fails alone.
+    """
+    try:
+        return translate(images)
+    except NonFiniteOutputError as err:
+        if len(images) == 1:
+            return [str(err)]
+        return [out for image in images for out in finite_outputs(translate, [image])]
 
 
 class NonFiniteOutputError(ValueError):

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from translate.flow import time_span
-from translate.images import SourceImage, read_image, restore_alpha, with_alpha
-from translate.pipeline import DIRECTIONS, Translator
+from translate.images import SourceImage, check_not_flat, read_image, restore_alpha, with_alpha
+from translate.pipeline import DIRECTIONS, Translator, finite_outputs
 from translate.solvers import METHODS
 
 MAX_UPLOAD_MB = 20  # per file; the web server enforces it too
@@ -58,7 +58,8 @@ def open_upload(
 ) -> SourceImage:
     """An uploaded file made ready for the model, or ``ValueError`` saying why not.
 
-    The byte size and the pixel count (read from the header, before decoding) are limited.
+    The byte size and the pixel count (read from the header, before decoding) are limited; an
+    image of one flat colour is refused, as the folder converter refuses it.
     """
     if path is None:
         raise ValueError("no image given: upload one first")
@@ -81,7 +82,9 @@ def open_upload(
             f"the image is {width}×{height} px ({width * height / 1e6:.1f} megapixels); "
             f"the limit is {max_megapixels:g} megapixels"
         )
-    return read_image(path)
+    source = read_image(path)
+    check_not_flat(source.rgb)
+    return source
 
 
 def check_settings(direction: str, steps: int, method: str, strength: float) -> None:
@@ -140,7 +143,7 @@ def translate_many(
 
     ``names`` are what the user called the files (default: the paths' base names). Returns
     ``([(name, image)], [(name, reason)])``: the outputs in input order, and the files that
-    could not be translated with the reason.
+    could not be read or whose translation is not finite, with the reason.
     """
     check_settings(direction, steps, method, strength)
     names = list(names) if names is not None else [Path(p).name for p in paths]
@@ -153,19 +156,24 @@ def translate_many(
             failed.append((name, str(err)))
     if not good:
         return [], failed
-    outputs = translator(
+    outputs = finite_outputs(
+        lambda images: translator(
+            images,
+            direction,
+            int(steps),
+            method,
+            float(strength),
+            batch_size=batch_size,
+            size="native",
+        ),
         [source.rgb for _, source in good],
-        direction,
-        int(steps),
-        method,
-        float(strength),
-        batch_size=batch_size,
-        size="native",
     )
-    results = [
-        (name, with_alpha(out, restore_alpha(source.alpha, out)))
-        for (name, source), out in zip(good, outputs, strict=True)
-    ]
+    results = []
+    for (name, source), out in zip(good, outputs, strict=True):
+        if isinstance(out, str):
+            failed.append((name, out))
+        else:
+            results.append((name, with_alpha(out, restore_alpha(source.alpha, out))))
     return results, failed
 
 
