@@ -53,6 +53,10 @@ def test_deterministic_and_methods(translator, images):
 def test_trajectory_frames(translator, images):
     frames = translator(images, steps=3, return_trajectory=True)
     assert len(frames) == 2 and len(frames[0]) == 4 and isinstance(frames[0][0], Image.Image)
+    # each trajectory carries the times of its frames, so no caller recomputes them
+    assert frames[0].times == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+    (back,) = translator(images[:1], "b2a", steps=2, strength=0.5, return_trajectory=True)
+    assert back.times == pytest.approx([1.0, 0.75, 0.5]) and list(back) == back.frames
 
 
 def test_strength_and_direction_times(translator):

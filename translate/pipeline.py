@@ -8,7 +8,8 @@ hub reference to the VAE in ``translator.json``, and optionally ``examples/a2b/*
 >>> from translate import Translator
 >>> tr = Translator.from_pretrained("runs/emoji/checkpoint-final", device="cpu")
 >>> out = tr(images, direction="a2b", steps=8, method="euler")  # list[PIL.Image]
->>> frames = tr(images, direction="b2a", steps=8, return_trajectory=True)  # per image: frames
+>>> paths = tr(images, direction="b2a", steps=8, return_trajectory=True)  # Trajectory each
+>>> paths[0].times  # [1.0, 0.875, ..., 0.0]: the time of each of its frames
 """
 
 from __future__ import annotations
@@ -96,6 +97,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     device = torch.device(device)
     # "cpu:0" (as accelerate reports under torchrun) computes differently from "cpu"
     return torch.device("cpu") if device.type == "cpu" else device
+
+
+@dataclass(frozen=True, eq=False)
+class Trajectory(Sequence):
+    """One image's frames along the path, with the time of each: a sequence of its frames."""
+
+    frames: list[Image.Image]  # steps + 1 frames (2 for dopri5 without a grid), source first
+    times: list[float]  # the t of each frame (translate.flow: 0 = domain A, 1 = domain B)
+
+    def __getitem__(self, index):
+        return self.frames[index]
+
+    def __len__(self) -> int:
+        return len(self.frames)
 
 
 def finite_outputs(translate: Callable[[list], list], images: list) -> list:
@@ -287,13 +302,14 @@ class Translator:
         return_trajectory: bool = False,
         batch_size: int = 16,
         size: str = "model",
-    ) -> list[Image.Image] | list[list[Image.Image]]:
+    ) -> list[Image.Image] | list[Trajectory]:
         """Translate images; one output per input, in order.
 
         ``size="model"`` returns resolution x resolution images (center-cropped);
         ``size="native"`` translates at the working size (see ``working_size``) and returns
         each image at its input's exact width and height. With ``return_trajectory`` each
-        output is a list of ``steps + 1`` frames, from the source domain to the target.
+        output is a ``Trajectory``: ``steps + 1`` frames from the source domain to the target
+        (indexable like a list) and ``times``, the solver's time of each frame.
         Images of equal working size are batched together.
         """
         if isinstance(images, (Image.Image, str, Path)):
@@ -321,7 +337,10 @@ class Translator:
                 for j, i in enumerate(chunk):
                     target = originals[i].size if size == "native" else None
                     per_image = [_resized(frame[j], target) for frame in frames]
-                    results[i] = per_image if return_trajectory else per_image[0]
+                    if return_trajectory:
+                        results[i] = Trajectory(per_image, solution.times.tolist())
+                    else:
+                        results[i] = per_image[0]
         return results
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:

@@ -14,10 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
-import torch
 from PIL import Image
 
-from translate.flow import time_span
 from translate.images import SourceImage, check_not_flat, read_image, restore_alpha, with_alpha
 from translate.pipeline import DIRECTIONS, Translator, finite_outputs
 from translate.solvers import METHODS
@@ -121,10 +119,8 @@ def translate_upload(
         return_trajectory=True,
         size="native",
     )
-    start, end = time_span(direction, float(strength))
-    times = torch.linspace(start, end, len(frames)).tolist()  # the solver's frame times
     image = with_alpha(frames[-1], restore_alpha(source.alpha, frames[-1]))
-    return Translation(image, [preview(f) for f in frames], times, source.note)
+    return Translation(image, [preview(f) for f in frames], frames.times, source.note)
 
 
 def translate_many(
