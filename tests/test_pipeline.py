@@ -176,3 +176,32 @@ def test_a_corrupt_example_is_skipped_with_a_warning(translator, images, tmp_pat
     with pytest.warns(UserWarning, match="skipped unreadable example"):
         loaded = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
     assert len(loaded.examples["a2b"]) == 1 and loaded(images[:1], steps=1)
+
+
+@pytest.mark.parametrize(
+    "setting, value, match",
+    [
+        ("direction", "sideways", "direction must be one of a2b, b2a"),
+        ("method", "heun", "method must be one of euler, midpoint, rk4, dopri5"),
+        ("steps", 0, "steps must be a positive integer"),
+        ("steps", 2.5, "steps must be a positive integer"),
+        ("strength", 0.0, r"strength must be in \(0, 1\]"),
+    ],
+)
+def test_translation_options_follow_one_rule_in_every_entry_point(setting, value, match):
+    from translate.convert import ConvertOptions
+    from translate.evaluate import EvalOptions
+    from translate.pipeline import TranslationOptions
+    from translate.serving import check_settings
+
+    with pytest.raises(ValueError, match=match):
+        TranslationOptions(**{setting: value})
+    defaults = {"direction": "a2b", "steps": 8, "method": "euler", "strength": 1.0}
+    with pytest.raises(ValueError, match=match):  # the app
+        check_settings(**{**defaults, setting: value})
+    with pytest.raises(TranslateError, match=match):  # translate-folder
+        ConvertOptions(**{setting: value})
+    if setting != "strength":  # translate-eval
+        plural = {"direction": "directions", "method": "methods", "steps": "steps"}[setting]
+        with pytest.raises(TranslateError, match=match):
+            EvalOptions(**{plural: (value,)})

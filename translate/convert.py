@@ -23,8 +23,7 @@ from translate import atomic
 from translate.atomic import atomic_file
 from translate.errors import TranslateError
 from translate.images import check_not_flat, read_image, restore_alpha, scan_images, with_alpha
-from translate.pipeline import DIRECTIONS, Translator, finite_outputs
-from translate.solvers import METHODS
+from translate.pipeline import TranslationOptions, Translator, finite_outputs
 
 FORMATS = ("same", "png", "jpg", "webp")
 SIZES = ("native", "model")
@@ -59,18 +58,15 @@ class ConvertOptions:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        for name, value, choices in (
-            ("direction", self.direction, DIRECTIONS),
-            ("method", self.method, METHODS),
-            ("size", self.size, SIZES),
-            ("format", self.format, FORMATS),
-        ):
+        try:
+            TranslationOptions(self.direction, self.steps, self.method, self.strength)
+        except ValueError as err:
+            raise TranslateError(f"--{err}") from None
+        for name, value, choices in (("size", self.size, SIZES), ("format", self.format, FORMATS)):
             if value not in choices:
                 raise TranslateError(f"--{name} must be one of {', '.join(choices)}; got {value}")
-        if not 0 < self.strength <= 1:
-            raise TranslateError(f"--strength must be in (0, 1]; got {self.strength}")
-        if self.steps < 1 or self.batch_size < 1 or not 1 <= self.quality <= 100:
-            raise TranslateError("--steps and --batch-size must be >= 1, --quality in 1..100")
+        if self.batch_size < 1 or not 1 <= self.quality <= 100:
+            raise TranslateError("--batch-size must be >= 1, --quality in 1..100")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 
 import torch
@@ -29,8 +30,7 @@ from translate.config import DataConfig, config_from_dict
 from translate.data import open_source
 from translate.errors import TranslateError
 from translate.images import load_rgb, resize_center_crop, to_tensor
-from translate.pipeline import DIRECTIONS, Translator
-from translate.solvers import METHODS
+from translate.pipeline import DIRECTIONS, TranslationOptions, Translator
 
 TRAIN_CAP = 4000  # training images per domain for the classifier and the NN baseline
 # Unicode's skin-tone modifiers (U+1F3FB..U+1F3FF) as they appear in emoji file names
@@ -54,14 +54,13 @@ class EvalOptions:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for d in self.directions:
-            if d not in DIRECTIONS:
-                raise TranslateError(f"unknown direction '{d}'; choose from {DIRECTIONS}")
-        for m in self.methods:
-            if m not in METHODS:
-                raise TranslateError(f"unknown method '{m}'; choose from {METHODS}")
-        if not self.steps or min(self.steps) < 1:
-            raise TranslateError("steps must be positive integers, e.g. 1,2,4,8")
+        if not (self.directions and self.methods and self.steps):
+            raise TranslateError("directions, methods and steps each need at least one value")
+        try:
+            for direction, method, steps in product(self.directions, self.methods, self.steps):
+                TranslationOptions(direction, steps, method)
+        except ValueError as err:
+            raise TranslateError(str(err)) from None
 
 
 @dataclass

@@ -99,6 +99,29 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cpu") if device.type == "cpu" else device
 
 
+@dataclass(frozen=True)
+class TranslationOptions:
+    """How to translate: validated once, the same rules for the Translator, the converter,
+    the app and evaluation. Raises ValueError (one line, naming the valid values)."""
+
+    direction: str = "a2b"  # a2b: t 0 -> strength; b2a: t 1 -> 1 - strength
+    steps: int = 8  # solver steps (dopri5: trajectory frames only)
+    method: str = "euler"  # translate.solvers.METHODS
+    strength: float = 1.0  # in (0, 1]: the share of the path travelled
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(
+                f"direction must be one of {', '.join(DIRECTIONS)}; got {self.direction!r}"
+            )
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
+        if int(self.steps) != self.steps or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer; got {self.steps!r}")
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1]; got {self.strength!r}")
+
+
 @dataclass(frozen=True, eq=False)
 class Trajectory(Sequence):
     """One image's frames along the path, with the time of each: a sequence of its frames."""
@@ -275,12 +298,7 @@ class Translator:
         return_trajectory: bool = False,
     ) -> Solution:
         """Integrate latents (batch, C, h, w): a2b runs t 0 -> strength, b2a 1 -> 1-strength."""
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got '{direction}'")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got '{method}'")
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        TranslationOptions(direction, steps, method, strength)  # ValueError if not valid
         t0, t1 = time_span(direction, strength)
         return integrate(
             self.field,

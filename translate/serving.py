@@ -17,8 +17,7 @@ from pathlib import Path, PureWindowsPath
 from PIL import Image
 
 from translate.images import SourceImage, check_not_flat, read_image, restore_alpha, with_alpha
-from translate.pipeline import DIRECTIONS, Translator, finite_outputs
-from translate.solvers import METHODS
+from translate.pipeline import TranslationOptions, Translator, finite_outputs
 
 MAX_UPLOAD_MB = 20  # per file; the web server enforces it too
 # per image: a small file can hold a huge picture (6000 x 6000 px is 0.1 MB as a flat PNG) whose
@@ -86,15 +85,11 @@ def open_upload(
 
 
 def check_settings(direction: str, steps: int, method: str, strength: float) -> None:
-    """``ValueError`` for settings a request may not use."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}")
-    if method not in METHODS:
-        raise ValueError(f"solver must be one of {METHODS}")
-    if not 1 <= int(steps) <= MAX_STEPS:
+    """``ValueError`` for settings a request may not use: ``TranslationOptions``' rules and,
+    so that one request cannot hold the queue, at most ``MAX_STEPS`` steps."""
+    TranslationOptions(direction, steps, method, float(strength))
+    if int(steps) > MAX_STEPS:
         raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
-    if not 0.0 < float(strength) <= 1.0:
-        raise ValueError("strength must be above 0 and at most 1")
 
 
 def translate_upload(
