@@ -491,3 +491,26 @@ def test_a_damaged_newest_state_is_set_aside_and_the_older_one_resumes(workspace
     damaged = tmp / "run" / "state" / "damaged-step-000006"
     with pytest.raises(TranslateError, match="cannot resume from .*damaged-step-000006"):
         train_module.main(config("train.steps=12", f"train.resume={damaged}"))
+
+
+def test_a_state_written_on_another_kind_of_device_resumes(workspace, capsys):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    tmp, _, config = workspace
+    train_module.main(config("train.steps=3", "train.checkpoint_every=3"))
+    state = runs.latest_state(tmp / "run")
+    info = json.loads((state / "trainer_state.json").read_text())
+    assert info == {"step": 3, "device": "cpu"}
+    # what a CUDA run leaves: its device-side generators hold philox states (seed, offset)
+    (state / "trainer_state.json").write_text(json.dumps({**info, "device": "cuda"}))
+    streams = load_file(str(state / "generators_0.safetensors"))
+    for name in ("path", "rollout"):
+        streams[name] = torch.zeros(16, dtype=torch.uint8)
+    save_file(streams, str(state / "generators_0.safetensors"))
+    final = train_module.main(config("train.steps=6", "train.checkpoint_every=3"))
+    out = capsys.readouterr().out
+    assert "was written on cuda; resuming on cpu" in out and "resumed from" in out
+    assert not (tmp / "run" / "state" / "damaged-step-000003").exists()  # not set aside
+    assert Translator.from_pretrained(final, device="cpu").info.step == 6

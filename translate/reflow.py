@@ -66,17 +66,22 @@ class ReflowPairs:
 
 
 def translate_all(
-    field: Field, latents: torch.Tensor, direction: str, nfe: int, batch_size: int = 256
+    field: Field,
+    latents: torch.Tensor,
+    direction: str,
+    nfe: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
 ) -> torch.Tensor:
     """Every row of ``latents`` (N, C, h, w) translated by ``nfe`` Euler steps -> (N, C, h, w).
 
-    Runs on the latents' device in float32, batch by batch; returns float32 on the CPU.
-    Raises ValueError for ``nfe`` < 1.
+    Batch by batch on ``device`` in float32 (``latents`` may be a memory-mapped cache);
+    returns float32 on the CPU. Raises ValueError for ``nfe`` < 1.
     """
     t0, t1 = time_span(direction)
     out = []
     for start in range(0, len(latents), batch_size):
-        x = latents[start : start + batch_size].float()
+        x = latents[start : start + batch_size].to(device).float()
         out.append(integrate(field, x, t0, t1, nfe, "euler").x.float().cpu())
     return torch.cat(out) if out else latents.float().cpu()
 
@@ -92,20 +97,19 @@ def generate_pairs(
     """The pairs of one reflow round from the training latents of A (N_A, ...) and B (N_B, ...).
 
     ``pair_set`` is ``a2b`` (N_B pairs (T_BA(b), b)), ``b2a`` (N_A pairs (a, T_AB(a))) or
-    ``both`` (the a2b pairs, then the b2a pairs). Deterministic: the same field gives the same
-    pairs. Raises ValueError for an unknown ``pair_set``.
+    ``both`` (the a2b pairs, then the b2a pairs); ``field`` runs on ``device``. The pairs are
+    float32 on the CPU and take 2 x (N_A + N_B) latents of memory for ``both``. Deterministic:
+    the same field gives the same pairs. Raises ValueError for an unknown ``pair_set``.
     """
     if pair_set not in PAIR_SETS:
         raise ValueError(f"pair_set must be one of {PAIR_SETS}, got {pair_set!r}")
     x0, x1 = [], []
     if pair_set in ("both", "a2b"):
-        real_b = latents_b.to(device).float()
-        x0.append(translate_all(field, real_b, "b2a", nfe))
-        x1.append(real_b.cpu())
+        x0.append(translate_all(field, latents_b, "b2a", nfe, device))
+        x1.append(latents_b.float().cpu())
     if pair_set in ("both", "b2a"):
-        real_a = latents_a.to(device).float()
-        x0.append(real_a.cpu())
-        x1.append(translate_all(field, real_a, "a2b", nfe))
+        x0.append(latents_a.float().cpu())
+        x1.append(translate_all(field, latents_a, "a2b", nfe, device))
     return ReflowPairs(torch.cat(x0), torch.cat(x1))
 
 

@@ -70,6 +70,8 @@ class Generators:
     # that training the discriminators alone leaves the field's random draws as they were
     rollout: torch.Generator
 
+    ON_DEVICE = ("path", "rollout")  # the streams that live on the training device
+
     @classmethod
     def create(cls, seed: int, rank: int, device: torch.device) -> Generators:
         return cls(
@@ -305,35 +307,7 @@ class Trainer:
             with acc.accumulate(self.unet):
                 pairing = self.pairs.next()
                 cost_ratio = pairing.cost_ratio
-                weight = self._adversarial_weight()
-                rollout = self._rollout(pairing, weight)
-                # the rolled-out states join the regression's forward pass only when the
-                # generator term needs their gradient
-                field = JointField(self.unet, rollout, join=bool(weight))
-                step = cfm_step(
-                    field, pairing.x0, pairing.x1, self.path, self.gens.path, cfg.flow.time_sampling
-                )
-                adv = self._adversarial_step(step, field, weight)
-                loss = step.loss
-                if adv is not None and adv.generator is not None:
-                    loss = loss + adv.weight * adv.generator
-                mean_loss = acc.gather(step.loss.detach()[None]).mean().item()
-                if not math.isfinite(mean_loss):
-                    raise TranslateError(self._poisoned("loss", mean_loss))
-                acc.backward(loss)
-                grad_norm = None
-                if acc.sync_gradients:
-                    grad_norm = acc.clip_grad_norm_(self.unet.parameters(), cfg.train.max_grad_norm)
-                    if acc.mixed_precision != "fp16" and not torch.isfinite(grad_norm):
-                        raise TranslateError(self._poisoned("gradient norm", grad_norm.item()))
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                if adv is not None:
-                    real = Endpoints(*pairing.real_ends)
-                    adv.discriminator = self.adversary.update(
-                        real, adv.fake, acc.reduce, adv.weights
-                    )
+                mean_loss, grad_norm, adv = self._update(pairing)
             if not acc.sync_gradients:
                 continue
             self.ema.step(self.unet.parameters())
@@ -360,6 +334,44 @@ class Trainer:
                 self._sample_grid()
             if self.step % cfg.train.checkpoint_every == 0 or final:
                 self._save(final)
+
+    def _update(
+        self, pairing: Pairing
+    ) -> tuple[float, torch.Tensor | None, AdversarialStep | None]:
+        """One (micro-)step on a pairing: the regression, the adversarial term, the optimizer.
+
+        Returns the loss averaged over processes, the clipped gradient norm (None between
+        accumulation steps) and the adversarial term's record (None while it is off).
+        """
+        cfg, acc = self.cfg, self.accelerator
+        weight = self._adversarial_weight()
+        rollout = self._rollout(pairing, weight)
+        # the rolled-out states join the regression's forward pass only when the generator
+        # term needs their gradient
+        field = JointField(self.unet, rollout, join=bool(weight))
+        step = cfm_step(
+            field, pairing.x0, pairing.x1, self.path, self.gens.path, cfg.flow.time_sampling
+        )
+        adv = self._adversarial_step(step, field, weight)
+        loss = step.loss
+        if adv is not None and adv.generator is not None:
+            loss = loss + adv.weight * adv.generator
+        mean_loss = acc.gather(step.loss.detach()[None]).mean().item()
+        if not math.isfinite(mean_loss):
+            raise TranslateError(self._poisoned("loss", mean_loss))
+        acc.backward(loss)
+        grad_norm = None
+        if acc.sync_gradients:
+            grad_norm = acc.clip_grad_norm_(self.unet.parameters(), cfg.train.max_grad_norm)
+            if acc.mixed_precision != "fp16" and not torch.isfinite(grad_norm):
+                raise TranslateError(self._poisoned("gradient norm", grad_norm.item()))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if adv is not None:
+            real = Endpoints(*pairing.real_ends)
+            adv.discriminator = self.adversary.update(real, adv.fake, acc.reduce, adv.weights)
+        return mean_loss, grad_norm, adv
 
     def _reflow_round(self) -> None:
         """Switch the pair stream to a reflow round's pairs when the coming step starts one.
@@ -546,7 +558,8 @@ class Trainer:
             self.ema.save_pretrained(str(tmp / "ema"))
             if self.adversary is not None:
                 self.adversary.save(tmp / "adversarial")
-            (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step}))
+            trainer_state = {"step": self.step, "device": acc.device.type}
+            (tmp / "trainer_state.json").write_text(json.dumps(trainer_state))
             atomic.replace(tmp, states / name)
             runs.rotate(states, "step", cfg.train.keep_checkpoints)
             translator.save_pretrained(self.out / runs.step_name("checkpoint", self.step))
@@ -597,10 +610,20 @@ class Trainer:
         self.ema.to(acc.device)
         if self.adversary is not None:
             self.adversary.load(state / "adversarial")
+        trainer_state = json.loads((state / "trainer_state.json").read_text())
         gens = state / f"generators_{acc.process_index}.safetensors"
         if gens.is_file():
-            self.gens.restore(load_file(str(gens)))
-        self.step = json.loads((state / "trainer_state.json").read_text())["step"]
+            streams = load_file(str(gens))
+            written_on = trainer_state.get("device", acc.device.type)
+            if written_on != acc.device.type:  # a CUDA generator's state does not fit a CPU one
+                streams = {k: v for k, v in streams.items() if k not in Generators.ON_DEVICE}
+                acc.print(
+                    f"note: {state} was written on {written_on}; resuming on "
+                    f"{acc.device.type} with fresh random streams for t, noise and roll-outs, "
+                    f"so the rest of the run differs from one on {written_on}"
+                )
+            self.gens.restore(streams)
+        self.step = trainer_state["step"]
         acc.print(f"resumed from {state} at step {self.step}")
 
     # ---------------------------------------------------------------------- sample grid
