@@ -108,7 +108,9 @@ def test_solvers_and_strength(client, rgba_image):
 def _bad_uploads(folder: Path) -> dict[str, Path]:
     folder.mkdir(exist_ok=True)
     good = folder / "good.png"
-    Image.new("RGB", (40, 40), "blue").save(good)
+    picture = Image.new("RGB", (40, 40), "blue")
+    picture.paste((250, 200, 0), (8, 8, 30, 24))  # a shape: one flat colour is refused
+    picture.save(good)
     data = good.read_bytes()
     files = {
         "text.png": b"this is not an image",
@@ -121,6 +123,8 @@ def _bad_uploads(folder: Path) -> dict[str, Path]:
     for name, content in files.items():
         (folder / name).write_bytes(content)
         paths[name] = folder / name
+    Image.new("RGB", (40, 40), "blue").save(folder / "flat.png")
+    paths["flat.png"] = folder / "flat.png"
     big = Image.frombytes("RGB", (700, 700), np.random.default_rng(0).bytes(700 * 700 * 3))
     big.save(folder / "too-large.bmp")  # 1.4 MB, over the 1 MB limit
     paths["too-large.bmp"] = folder / "too-large.bmp"
@@ -147,6 +151,7 @@ def test_error_messages_name_the_problem(client, tmp_path):
         "text.png": "not an image",
         "empty.png": "empty",
         "truncated.png": "truncated",
+        "flat.png": "one flat colour",
     }
     for name, words in expected.items():
         with pytest.raises(Exception, match=words):

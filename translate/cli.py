@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
-from translate.errors import TranslateError, first_line
-
-if TYPE_CHECKING:  # heavy imports stay inside the commands
-    from accelerate import PartialState
-
-    from translate import convert
+from translate.errors import TranslateError  # heavy imports stay inside the commands
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -110,9 +104,6 @@ def convert_main(argv: list[str] | None = None) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-    from accelerate import PartialState
-
     from translate import convert
 
     opts = convert.ConvertOptions(
@@ -126,79 +117,15 @@ def _convert(args: argparse.Namespace) -> int:
         quality=args.quality,
         overwrite=args.overwrite,
     )
-    input_path, output_root = Path(args.input), Path(args.output)
-    if not Path(args.checkpoint).exists():
-        raise TranslateError(f"checkpoint not found: {args.checkpoint}")
-    convert.check_paths(input_path, output_root, writable=not args.dry_run)
-    jobs = convert.plan_jobs(input_path, output_root, opts.format)
-    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
-    try:
-        if not args.dry_run:
-            return _convert_shard(args, opts, jobs, state)
-        unreadable = 0
-        if state.is_main_process:
-            for line in convert.iter_dry_run(jobs, opts):
-                unreadable += line.startswith("fail\t")
-                print(line)
-            print(f"dry run: {len(jobs)} image(s) found, {unreadable} unreadable; nothing written")
-        return 1 if unreadable else 0
-    finally:
-        state.destroy_process_group()
-
-
-def _convert_shard(
-    args: argparse.Namespace,
-    opts: convert.ConvertOptions,
-    jobs: list[convert.Job],
-    state: PartialState,
-) -> int:
-    """Convert this process's share of the batches and report the merged summary."""
-    from pathlib import Path
-
-    from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
-
-    from translate import convert
-    from translate.pipeline import Translator
-
-    output_root = Path(args.output)
-    device = state.device if args.device == "auto" else args.device
-    translator = Translator.from_pretrained(
-        args.checkpoint, device=device, vae_dtype=args.vae_dtype
+    return convert.convert_folder(
+        args.checkpoint,
+        Path(args.input),
+        Path(args.output),
+        opts,
+        device=args.device,
+        vae_dtype=args.vae_dtype,
+        dry_run=args.dry_run,
     )
-    if state.is_main_process:
-        convert.clean_temporaries(output_root)
-    state.wait_for_everyone()
-    batches = convert.plan_batches(jobs, translator, opts)
-    mine = convert.shard(batches, state.process_index, state.num_processes)
-    with tqdm(
-        total=sum(map(len, mine)), unit="img", desc="translating", disable=not state.is_main_process
-    ) as bar:
-        summary = convert.convert_batches(translator, mine, opts, bar.update)
-    for path, note in summary.notes:
-        print(f"note: {path}: {note}", file=sys.stderr)
-    parts = gather_object([summary]) if state.num_processes > 1 else [summary]
-    total = convert.Summary()
-    for part in parts:
-        total.merge(part)
-    if state.is_main_process:
-        print(total.line() + _failure_report(output_root, total.failures))
-    state.wait_for_everyone()
-    return 1 if total.failures else 0
-
-
-def _failure_report(output_root, failures: list[tuple[str, str]]) -> str:
-    """Write failures.csv; the summary's tail. If it cannot be written (a full disk), the
-    reasons go to stderr instead, one line each, so that none is lost."""
-    from translate import convert
-
-    try:
-        path = convert.write_failures(output_root, failures)
-    except OSError as err:
-        for source, reason in failures:
-            print(f"failed: {source}: {reason}", file=sys.stderr)
-        return f"; could not write {convert.FAILURES} ({first_line(err)}): reasons above"
-    return f"; reasons in {path}" if path else ""
 
 
 def eval_main(argv: list[str] | None = None) -> int:

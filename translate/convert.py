@@ -21,7 +21,7 @@ from PIL import Image
 
 from translate import atomic
 from translate.atomic import atomic_file
-from translate.errors import TranslateError
+from translate.errors import TranslateError, first_line
 from translate.images import check_not_flat, read_image, restore_alpha, scan_images, with_alpha
 from translate.pipeline import TranslationOptions, Translator, finite_outputs
 
@@ -333,6 +333,87 @@ def iter_dry_run(jobs: list[Job], opts: ConvertOptions) -> Iterator[str]:
             yield f"fail\t{job.source}\t{err}"
             continue
         yield f"convert\t{job.source}\t{job.target}"
+
+
+def convert_folder(
+    checkpoint: str | Path,
+    input_path: Path,
+    output_root: Path,
+    opts: ConvertOptions,
+    device: str = "auto",
+    vae_dtype: str = "auto",
+    dry_run: bool = False,
+) -> int:
+    """Convert ``input_path`` into ``output_root`` (``translate-folder``), sharded over the
+    processes of a ``torchrun``/``accelerate launch`` group.
+
+    Prints the progress, one summary line and the failures' report; returns the exit status
+    (0: all converted, 1: some failed or, with ``dry_run``, unreadable). Raises
+    TranslateError for a missing checkpoint or unusable paths.
+    """
+    from accelerate import PartialState
+
+    if not Path(checkpoint).exists():
+        raise TranslateError(f"checkpoint not found: {checkpoint}")
+    check_paths(input_path, output_root, writable=not dry_run)
+    jobs = plan_jobs(input_path, output_root, opts.format)
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+    try:
+        if not dry_run:
+            return _convert_shard(checkpoint, output_root, opts, jobs, state, device, vae_dtype)
+        unreadable = 0
+        if state.is_main_process:
+            for line in iter_dry_run(jobs, opts):
+                unreadable += line.startswith("fail\t")
+                print(line)
+            print(f"dry run: {len(jobs)} image(s) found, {unreadable} unreadable; nothing written")
+        return 1 if unreadable else 0
+    finally:
+        state.destroy_process_group()
+
+
+def _convert_shard(checkpoint, output_root, opts, jobs, state, device, vae_dtype) -> int:
+    """Convert this process's share of the batches and report the merged summary."""
+    import sys
+
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    device = state.device if device == "auto" else device
+    translator = Translator.from_pretrained(checkpoint, device=device, vae_dtype=vae_dtype)
+    if state.is_main_process:
+        clean_temporaries(output_root)
+    state.wait_for_everyone()
+    batches = plan_batches(jobs, translator, opts)
+    mine = shard(batches, state.process_index, state.num_processes)
+    with tqdm(
+        total=sum(map(len, mine)), unit="img", desc="translating", disable=not state.is_main_process
+    ) as bar:
+        summary = convert_batches(translator, mine, opts, bar.update)
+    for path, note in summary.notes:
+        print(f"note: {path}: {note}", file=sys.stderr)
+    parts = gather_object([summary]) if state.num_processes > 1 else [summary]
+    total = Summary()
+    for part in parts:
+        total.merge(part)
+    if state.is_main_process:
+        print(total.line() + _failure_report(output_root, total.failures))
+    state.wait_for_everyone()
+    return 1 if total.failures else 0
+
+
+def _failure_report(output_root: Path, failures: list[tuple[str, str]]) -> str:
+    """Write failures.csv; the summary's tail. If it cannot be written (a full disk), the
+    reasons go to stderr instead, one line each, so that none is lost."""
+    import sys
+
+    try:
+        path = write_failures(output_root, failures)
+    except OSError as err:
+        for source, reason in failures:
+            print(f"failed: {source}: {reason}", file=sys.stderr)
+        return f"; could not write {FAILURES} ({first_line(err)}): reasons above"
+    return f"; reasons in {path}" if path else ""
 
 
 if __name__ == "__main__":
