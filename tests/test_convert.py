@@ -170,7 +170,7 @@ def test_two_processes_split_the_work(checkpoint, corpus, tmp_path):
     args = [str(checkpoint), str(src), "--steps", "2", "--batch-size", "2"]
     assert convert_main([args[0], args[1], str(tmp_path / "single"), *args[2:]]) == 1
     result = torchrun(
-        "-m", "translate.convert", args[0], args[1], tmp_path / "double", *args[2:], cwd=tmp_path
+        "-m", "translate", "folder", args[0], args[1], tmp_path / "double", *args[2:], cwd=tmp_path
     )
     assert result.returncode == 1, result.stderr[-3000:]
     assert f"converted {len(good)}, skipped 0 (already done), failed {len(bad)}" in result.stdout

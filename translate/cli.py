@@ -7,6 +7,9 @@ import sys
 
 from translate.errors import TranslateError  # heavy imports stay inside the commands
 
+# what translate-eval imports beyond an inference install (the `eval` extra)
+EVAL_MODULES = ("torchmetrics", "torch_fidelity", "sklearn", "matplotlib")
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` shows each option's default, except empty ones (None, False, [])."""
@@ -165,6 +168,9 @@ def eval_main(argv: list[str] | None = None) -> int:
     try:
         from pathlib import Path
 
+        from translate.errors import require
+
+        require(EVAL_MODULES, "translate-eval", "eval")
         from translate.config import load_config
         from translate.evaluate import EvalOptions, evaluate, label_of
         from translate.report import write_report

@@ -414,11 +414,3 @@ def _failure_report(output_root: Path, failures: list[tuple[str, str]]) -> str:
             print(f"failed: {source}: {reason}", file=sys.stderr)
         return f"; could not write {FAILURES} ({first_line(err)}): reasons above"
     return f"; reasons in {path}" if path else ""
-
-
-if __name__ == "__main__":
-    import sys
-
-    from translate.cli import convert_main
-
-    sys.exit(convert_main())

@@ -1,6 +1,7 @@
 """The one exception type users see: its message is a complete, one-line explanation."""
 
 import errno
+import importlib.util
 
 # how writers that drop the errno say it: torch.save, safetensors (Rust io::ErrorKind)
 _DISK_FULL = ("No space left on device", "StorageFull", "file write failed")
@@ -27,3 +28,24 @@ def is_disk_full(err: BaseException | None) -> bool:
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+def require(modules: tuple[str, ...], what: str, extra: str) -> None:
+    """Raise TranslateError (one line) when any of ``modules`` is not installed.
+
+    ``what`` names the feature that needs them and ``extra`` the install extra that brings
+    them, e.g. ``require(("sklearn",), "translate-eval", "eval")``.
+    """
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise TranslateError(
+            f"{what} needs {', '.join(missing)}, which is not installed: "
+            f"pip install 'translate[{extra}]' (or -e '.[{extra}]' in a clone)"
+        )

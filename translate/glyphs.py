@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from translate.emoji import finish_build, is_blank, is_test, start_build
+from translate.errors import require
 
 SIZE = 72  # pixels, as the emoji default
 FONT_SIZE = 52
@@ -27,6 +28,7 @@ BUILD_VERSION = 1  # bump when the rendering below changes, to rebuild caches
 
 
 def _font_dir() -> Path:
+    require(("matplotlib", "fontTools"), "data.source=glyphs (fonts of matplotlib)", "glyphs")
     import matplotlib
 
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"

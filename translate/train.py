@@ -35,7 +35,7 @@ from translate.adversarial import (
 )
 from translate.config import Config, config_from_dict, to_dict, to_yaml
 from translate.coupling import Coupler, DatasetPlan, GlobalCoupler, Pairing, build_coupler
-from translate.errors import TranslateError, first_line, is_disk_full
+from translate.errors import TranslateError, first_line, is_disk_full, require
 from translate.flow import (
     CFMStep,
     ProbabilityPath,
@@ -120,6 +120,9 @@ def mixed_precision(setting: str, cuda: bool) -> str | None:
 
 def main(cfg: Config) -> Path:
     """Train (or resume, or report done) and return the final checkpoint folder."""
+    if cfg.train.log_with == "tensorboard":
+        what = "train.log_with=tensorboard (train.log_with=none trains without logs)"
+        require(("tensorboard",), what, "train")
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # lets torchrun/accelerate form a gloo group on CPUs
         mixed_precision=mixed_precision(cfg.train.mixed_precision, torch.cuda.is_available()),
