@@ -127,14 +127,8 @@ def evaluate(
 ) -> Outcome:
     """Evaluate ``checkpoints`` (the first sets data, resolution and feature space)."""
     torch.manual_seed(opts.seed)
-    translators = [Translator.from_pretrained(c, device=opts.device) for c in checkpoints]
+    translators = _load_translators(checkpoints, opts.device)
     main = translators[0]
-    for path, tr in zip(checkpoints, translators, strict=True):
-        if tr.resolution != main.resolution:
-            raise TranslateError(
-                f"{path} works at {tr.resolution} px, {checkpoints[0]} at {main.resolution} px; "
-                "compare checkpoints of one resolution"
-            )
     if data is None:
         data = config_from_dict(main.info.config).data if main.info.config else None
         if data is None:
@@ -161,55 +155,88 @@ def evaluate(
         opts, main, train_feats, train_a, train_b, feats(test_a.pixels), feats(test_b.pixels)
     )
     labels = [label_of(c) for c in checkpoints]
-    rows: list[Row] = []
-    grids: dict[str, list[list]] = {}
-    columns: dict[str, list[str]] = {}
+    outcome = Outcome([], {}, {}, {})
     for direction in opts.directions:
         src, tgt = (test_a, test_b) if direction == "a2b" else (test_b, test_a)
         tgt_train = train_b if direction == "a2b" else train_a
-        tgt_train_feats = train_feats["b" if direction == "a2b" else "a"]
         scorer = _Scorer(opts.seed, src, tgt, feats, inception, classifier, direction)
         scorer.train_targets = tgt_train.pixels
-        rows.append(Row("identity", direction, scores=scorer(src.pixels)))
-        nearest = torch.cdist(feats(src.pixels), tgt_train_feats).argmin(dim=1)
-        rows.append(Row("nearest neighbour", direction, scores=scorer(tgt_train.pixels[nearest])))
-        for name, images in _ceilings(main, tgt.pixels, len(src.pixels), opts):
-            rows.append(Row(name, direction, scores=scorer(images)))
+        tgt_train_feats = train_feats["b" if direction == "a2b" else "a"]
+        outcome.rows += _baseline_rows(scorer, direction, main, tgt_train_feats, feats, opts)
         examples = scorer.example_index(opts.grid_rows)
         for label, tr in zip(labels, translators, strict=True):
             for method in opts.methods:
-                grid_cols = [src.pixels[examples]]
-                for steps in tqdm(opts.steps, desc=f"{label} {direction} {method}", unit="run"):
-                    out, nfe, seconds, straight = _translate(
-                        tr, src.pixels, direction, method, steps, opts
-                    )
-                    scores = scorer(out)
-                    scores["images_per_s"] = len(out) / seconds
-                    if nfe > 1:  # one Euler step is straight by construction
-                        scores["straightness"] = straight
-                    rows.append(Row(label, direction, method, steps, nfe, scores))
-                    grid_cols.append(out[examples])
-                if scorer.truth is not None:
-                    grid_cols.append(tgt.pixels[scorer.truth[examples]])
-                key = f"{label}/{direction}/{method}"
-                grids[key] = grid_cols
-                columns[key] = (
-                    ["source"]
-                    + [f"{s} steps" for s in opts.steps]
-                    + (["truth"] if scorer.truth is not None else [])
-                )
-    meta = {
-        "checkpoints": [str(c) for c in checkpoints],
-        "labels": labels,
-        "domains": list(main.domains),
-        "resolution": res,
-        "split": opts.split,
-        "images": {"a": len(test_a.names), "b": len(test_b.names)},
-        "realism": "FID/KID (Inception-v3)" if opts.inception_weights else "latent-FD/latent-KID",
-        "classifier_accuracy": accuracy,
-        "seed": opts.seed,
-    }
-    return Outcome(rows, meta, grids, columns)
+                _model_rows(outcome, scorer, label, tr, direction, method, examples, opts)
+    outcome.meta.update(
+        checkpoints=[str(c) for c in checkpoints],
+        labels=labels,
+        domains=list(main.domains),
+        resolution=res,
+        split=opts.split,
+        images={"a": len(test_a.names), "b": len(test_b.names)},
+        realism="FID/KID (Inception-v3)" if opts.inception_weights else "latent-FD/latent-KID",
+        classifier_accuracy=accuracy,
+        seed=opts.seed,
+    )
+    return outcome
+
+
+def _load_translators(checkpoints: Sequence[Path], device: str) -> list[Translator]:
+    """The checkpoints' translators; TranslateError unless they share one resolution."""
+    translators = [Translator.from_pretrained(c, device=device) for c in checkpoints]
+    main = translators[0]
+    for path, tr in zip(checkpoints, translators, strict=True):
+        if tr.resolution != main.resolution:
+            raise TranslateError(
+                f"{path} works at {tr.resolution} px, {checkpoints[0]} at {main.resolution} px; "
+                "compare checkpoints of one resolution"
+            )
+    return translators
+
+
+def _baseline_rows(scorer, direction, main, tgt_train_feats, feats, opts) -> list[Row]:
+    """The identity, the nearest training target and the codec's ceilings, scored."""
+    src, tgt, tgt_train = scorer.src.pixels, scorer.tgt.pixels, scorer.train_targets
+    nearest = torch.cdist(feats(src), tgt_train_feats).argmin(dim=1)
+    rows = [
+        Row("identity", direction, scores=scorer(src)),
+        Row("nearest neighbour", direction, scores=scorer(tgt_train[nearest])),
+    ]
+    for name, images in _ceilings(main, tgt, len(src), opts):
+        rows.append(Row(name, direction, scores=scorer(images)))
+    return rows
+
+
+def _model_rows(
+    outcome: Outcome,
+    scorer: _Scorer,
+    label: str,
+    tr: Translator,
+    direction: str,
+    method: str,
+    examples: torch.Tensor,
+    opts: EvalOptions,
+) -> None:
+    """One model's rows (one per step count) and its grid, for a direction and a solver."""
+    src, tgt = scorer.src, scorer.tgt
+    grid_cols = [src.pixels[examples]]
+    for steps in tqdm(opts.steps, desc=f"{label} {direction} {method}", unit="run"):
+        out, nfe, seconds, straight = _translate(tr, src.pixels, direction, method, steps, opts)
+        scores = scorer(out)
+        scores["images_per_s"] = len(out) / seconds
+        if nfe > 1:  # one Euler step is straight by construction
+            scores["straightness"] = straight
+        outcome.rows.append(Row(label, direction, method, steps, nfe, scores))
+        grid_cols.append(out[examples])
+    if scorer.truth is not None:
+        grid_cols.append(tgt.pixels[scorer.truth[examples]])
+    key = f"{label}/{direction}/{method}"
+    outcome.grids[key] = grid_cols
+    outcome.grid_columns[key] = (
+        ["source"]
+        + [f"{s} steps" for s in opts.steps]
+        + (["truth"] if scorer.truth is not None else [])
+    )
 
 
 class _Scorer:
