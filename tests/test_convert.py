@@ -266,6 +266,9 @@ def test_linked_folders_convert_and_broken_links_flat_images_are_failures(
     (src / "real" / "up").symlink_to(src, target_is_directory=True)  # a loop: visited once
     (src / "broken.png").symlink_to(tmp_path / "missing.png")
     out = tmp_path / "out"
+    assert convert_main([str(checkpoint), str(src), str(out), "--dry-run"]) == 1
+    dry = capsys.readouterr().out  # the dry run predicts the real run's failures
+    assert f"fail\t{src / 'flat.png'}\tthe image is one flat colour" in dry
     assert convert_main([str(checkpoint), str(src), str(out), "--steps", "1"]) == 1
     assert "converted 2, skipped 0 (already done), failed 2" in capsys.readouterr().out
     assert (out / "real" / "a.png").is_file() and (out / "linked" / "b.png").is_file()

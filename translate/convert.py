@@ -22,7 +22,7 @@ from PIL import Image
 from translate import atomic
 from translate.atomic import atomic_file
 from translate.errors import TranslateError, first_line
-from translate.images import check_not_flat, read_image, restore_alpha, scan_images, with_alpha
+from translate.images import read_source, restore_alpha, scan_images, with_alpha
 from translate.pipeline import TranslationOptions, Translator, finite_outputs
 
 FORMATS = ("same", "png", "jpg", "webp")
@@ -262,8 +262,7 @@ def convert_batches(
         loaded = []
         for job in batch:  # the whole batch is translated, so results never depend on progress
             try:
-                source = read_image(job.source)
-                check_not_flat(source.rgb)
+                source = read_source(job.source)
             except ValueError as err:
                 if job in todo:
                     summary.failures.append((str(job.source), str(err)))
@@ -328,7 +327,7 @@ def iter_dry_run(jobs: list[Job], opts: ConvertOptions) -> Iterator[str]:
             yield f"skip\t{job.source}\t{job.target}"
             continue
         try:
-            read_image(job.source)
+            read_source(job.source)
         except ValueError as err:
             yield f"fail\t{job.source}\t{err}"
             continue

@@ -253,3 +253,11 @@ def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
 
 
 _SRGB = ImageCms.createProfile("sRGB")
+
+
+def read_source(path: str | Path) -> SourceImage:
+    """An input as the converter and the app translate it (``read_image``); ValueError with the
+    reason when it cannot be read or is one flat colour (``check_not_flat``)."""
+    source = read_image(path)
+    check_not_flat(source.rgb)
+    return source

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from translate import atomic
 from translate.config import REFLOW_PAIRS as PAIR_SETS
@@ -55,14 +56,11 @@ class ReflowPairs:
     @classmethod
     def load(cls, path: Path, metadata: dict[str, str]) -> ReflowPairs:
         """Read pairs written by ``save``; ValueError when their ``metadata`` differs."""
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as handle:
             saved = handle.metadata() or {}
-        if any(saved.get(key) != value for key, value in metadata.items()):
-            raise ValueError(f"{path} was drawn with {saved}, expected {metadata}")
-        tensors = load_file(str(path))
-        return cls(tensors["x0"], tensors["x1"])
+            if any(saved.get(key) != value for key, value in metadata.items()):
+                raise ValueError(f"{path} was drawn with {saved}, expected {metadata}")
+            return cls(handle.get_tensor("x0"), handle.get_tensor("x1"))
 
 
 def translate_all(

@@ -16,7 +16,7 @@ from pathlib import Path, PureWindowsPath
 
 from PIL import Image
 
-from translate.images import SourceImage, check_not_flat, read_image, restore_alpha, with_alpha
+from translate.images import SourceImage, read_source, restore_alpha, with_alpha
 from translate.pipeline import TranslationOptions, Translator, finite_outputs
 
 MAX_UPLOAD_MB = 20  # per file; the web server enforces it too
@@ -79,9 +79,7 @@ def open_upload(
             f"the image is {width}×{height} px ({width * height / 1e6:.1f} megapixels); "
             f"the limit is {max_megapixels:g} megapixels"
         )
-    source = read_image(path)
-    check_not_flat(source.rgb)
-    return source
+    return read_source(path)
 
 
 def check_settings(direction: str, steps: int, method: str, strength: float) -> None:
