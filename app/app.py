@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -55,61 +56,8 @@ def build_demo(
     max_megapixels: float = serving.MAX_MEGAPIXELS,
 ) -> gr.Blocks:
     """The page for one loaded ``Translator``; ``workdir`` holds example and output files."""
-    labels = serving.direction_labels(translator)
-    label_names = list(labels)
+    handlers = _Handlers(translator, workdir, max_upload_mb, max_megapixels)
     a, b = translator.domains
-
-    def direction_of(label: str) -> str:
-        if label in labels.values():  # API callers may pass "a2b" / "b2a"
-            return label
-        if label not in labels:
-            raise gr.Error(f"direction must be one of: {', '.join(label_names)}")
-        return labels[label]
-
-    def translate_one(image: Any, direction: str, steps: float, solver: str, strength: float):
-        with _user_errors():
-            result = serving.translate_upload(
-                translator,
-                _upload_path(image),
-                direction_of(direction),
-                int(steps),
-                solver,
-                float(strength),
-                max_upload_mb,
-                max_megapixels,
-            )
-        if result.note:
-            gr.Info(result.note)
-        strip = [(f, f"t = {t:.2f}") for f, t in zip(result.frames, result.times, strict=True)]
-        gif = serving.trajectory_gif(result.frames, _output_path(workdir, "path", ".gif"))
-        return result.image, strip, str(gif)
-
-    def translate_batch(images: Any, direction: str, steps: float, solver: str):
-        paths, names = [], []
-        for payload in images or []:
-            paths.append(_upload_path(payload))
-            names.append(_upload_name(payload))
-        if not paths:
-            raise gr.Error("no files given: upload some images first")
-        with _user_errors():
-            results, failed = serving.translate_many(
-                translator,
-                paths,
-                direction_of(direction),
-                int(steps),
-                solver,
-                max_mb=max_upload_mb,
-                names=names,
-                max_megapixels=max_megapixels,
-            )
-        zip_path = None
-        if results:
-            zip_path = str(serving.zip_images(results, _output_path(workdir, "translated", ".zip")))
-        report = f"Translated {len(results)} of {len(paths)} files."
-        if failed:
-            report += "\n\nSkipped:\n" + "\n".join(f"- `{n}`: {reason}" for n, reason in failed)
-        return [(im, name) for name, im in results], zip_path, report
-
     with gr.Blocks(title=f"translate: {a} ↔ {b}", analytics_enabled=False) as demo:
         gr.Markdown(
             f"# {a} ↔ {b}\n"
@@ -120,86 +68,156 @@ def build_demo(
         with gr.Accordion("Model", open=False):
             gr.Markdown(serving.model_card(translator), elem_id="model-card")
         with gr.Tab("Translate"):
-            with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
-                with gr.Column(min_width=300):
-                    source = gr.Image(
-                        label="Input",
-                        type="filepath",
-                        image_mode=None,
-                        sources=["upload", "clipboard", "webcam"],
-                        height=300,
-                        elem_id="input-image",
-                    )
-                    direction = gr.Radio(label_names, value=label_names[0], label="Direction")
-                    with gr.Row():
-                        steps = gr.Slider(1, serving.MAX_STEPS, value=8, step=1, label="Steps")
-                        method = gr.Dropdown(list(METHODS), value="euler", label="Solver")
-                    strength = gr.Slider(
-                        0.05,
-                        1.0,
-                        value=1.0,
-                        step=0.05,
-                        label="Strength",
-                        info="1 translates fully; less stops part of the way along the path",
-                    )
-                    run = gr.Button("Translate", variant="primary", elem_id="translate-button")
-                with gr.Column(min_width=300):
-                    output = gr.Image(
-                        label="Output",
-                        type="pil",
-                        format="png",
-                        height=300,
-                        elem_id="output-image",
-                    )
-                    strip = gr.Gallery(
-                        label="Path (frames along t)",
-                        format="png",
-                        columns=3,
-                        height="auto",
-                        object_fit="contain",
-                        elem_id="trajectory",
-                    )
-                    gif = gr.File(label="Path as an animated GIF", elem_id="trajectory-gif")
-            examples = _example_rows(translator, workdir, labels)
-            if examples:
-                gr.Examples(examples, inputs=[source, direction], label="Held-out examples")
-            run.click(
-                translate_one,
-                inputs=[source, direction, steps, method, strength],
-                outputs=[output, strip, gif],
-                api_name="translate",
-                preprocess=False,  # uploads are checked by translate.serving, with clear errors
-            )
+            _translate_tab(handlers)
         with gr.Tab("Batch"):
-            with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
-                with gr.Column(min_width=300):
-                    files = gr.File(
-                        label="Images",
-                        file_count="multiple",
-                        file_types=["image"],
-                        elem_id="batch-files",
-                    )
-                    batch_direction = gr.Radio(label_names, value=label_names[0], label="Direction")
-                    with gr.Row():
-                        batch_steps = gr.Slider(
-                            1, serving.MAX_STEPS, value=8, step=1, label="Steps"
-                        )
-                        batch_method = gr.Dropdown(list(METHODS), value="euler", label="Solver")
-                    batch_run = gr.Button("Translate all", variant="primary")
-                with gr.Column(min_width=300):
-                    gallery = gr.Gallery(
-                        label="Translations", format="png", columns=4, height="auto"
-                    )
-                    archive = gr.File(label="All translations (zip)")
-                    report = gr.Markdown(label="Report")
-            batch_run.click(
-                translate_batch,
-                inputs=[files, batch_direction, batch_steps, batch_method],
-                outputs=[gallery, archive, report],
-                api_name="translate_batch",
-                preprocess=False,
-            )
+            _batch_tab(handlers)
     return demo
+
+
+class _Handlers:
+    """What the page's buttons call: settings from the page in, images and reports out."""
+
+    def __init__(
+        self, translator: Translator, workdir: Path, max_upload_mb: float, max_megapixels: float
+    ) -> None:
+        self.translator, self.workdir = translator, workdir
+        self.max_upload_mb, self.max_megapixels = max_upload_mb, max_megapixels
+        self.labels = serving.direction_labels(translator)  # page label -> a2b | b2a
+
+    def direction_of(self, label: str) -> str:
+        if label in self.labels.values():  # API callers may pass "a2b" / "b2a"
+            return label
+        if label not in self.labels:
+            raise gr.Error(f"direction must be one of: {', '.join(self.labels)}")
+        return self.labels[label]
+
+    def translate_one(
+        self, image: Any, direction: str, steps: float, solver: str, strength: float, seed=0
+    ):
+        with _user_errors():
+            result = serving.translate_upload(
+                self.translator,
+                _upload_path(image),
+                self.direction_of(direction),
+                int(steps),
+                solver,
+                float(strength),
+                self.max_upload_mb,
+                self.max_megapixels,
+                seed=_seed(seed),
+            )
+        if result.note:
+            gr.Info(result.note)
+        strip = [(f, f"t = {t:.2f}") for f, t in zip(result.frames, result.times, strict=True)]
+        gif = serving.trajectory_gif(result.frames, _output_path(self.workdir, "path", ".gif"))
+        return result.image, strip, str(gif)
+
+    def translate_batch(self, images: Any, direction: str, steps: float, solver: str):
+        paths = [_upload_path(payload) for payload in images or []]
+        names = [_upload_name(payload) for payload in images or []]
+        if not paths:
+            raise gr.Error("no files given: upload some images first")
+        with _user_errors():
+            results, failed = serving.translate_many(
+                self.translator,
+                paths,
+                self.direction_of(direction),
+                int(steps),
+                solver,
+                max_mb=self.max_upload_mb,
+                names=names,
+                max_megapixels=self.max_megapixels,
+            )
+        zip_path = None
+        if results:
+            zipped = _output_path(self.workdir, "translated", ".zip")
+            zip_path = str(serving.zip_images(results, zipped))
+        report = f"Translated {len(results)} of {len(paths)} files."
+        if failed:
+            report += "\n\nSkipped:\n" + "\n".join(f"- `{n}`: {reason}" for n, reason in failed)
+        return [(im, name) for name, im in results], zip_path, report
+
+
+def _path_settings(labels: dict[str, str]) -> list:
+    """The direction, step count and solver inputs that both tabs share."""
+    names = list(labels)
+    direction = gr.Radio(names, value=names[0], label="Direction")
+    with gr.Row():
+        steps = gr.Slider(1, serving.MAX_STEPS, value=8, step=1, label="Steps")
+        method = gr.Dropdown(list(METHODS), value="euler", label="Solver")
+    return [direction, steps, method]
+
+
+def _translate_tab(handlers: _Handlers) -> None:
+    translator = handlers.translator
+    with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
+        with gr.Column(min_width=300):
+            source = gr.Image(
+                label="Input",
+                type="filepath",
+                image_mode=None,
+                sources=["upload", "clipboard", "webcam"],
+                height=300,
+                elem_id="input-image",
+            )
+            settings = [source, *_path_settings(handlers.labels)]
+            settings.append(
+                gr.Slider(
+                    0.05,
+                    1.0,
+                    value=1.0,
+                    step=0.05,
+                    label="Strength",
+                    info="1 translates fully; less stops part of the way along the path",
+                )
+            )
+            if translator.info.source_noise > 0:  # a seed picks one of its translations
+                settings.append(gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="seed"))
+            run = gr.Button("Translate", variant="primary", elem_id="translate-button")
+        with gr.Column(min_width=300):
+            output = gr.Image(
+                label="Output", type="pil", format="png", height=300, elem_id="output-image"
+            )
+            strip = gr.Gallery(
+                label="Path (frames along t)",
+                format="png",
+                columns=3,
+                height="auto",
+                object_fit="contain",
+                elem_id="trajectory",
+            )
+            gif = gr.File(label="Path as an animated GIF", elem_id="trajectory-gif")
+    examples = _example_rows(translator, handlers.workdir, handlers.labels)
+    if examples:
+        gr.Examples(examples, inputs=settings[:2], label="Held-out examples")
+    run.click(
+        handlers.translate_one,
+        inputs=settings,
+        outputs=[output, strip, gif],
+        api_name="translate",
+        preprocess=False,  # uploads are checked by translate.serving, with clear errors
+    )
+
+
+def _batch_tab(handlers: _Handlers) -> None:
+    with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
+        with gr.Column(min_width=300):
+            files = gr.File(
+                label="Images", file_count="multiple", file_types=["image"], elem_id="batch-files"
+            )
+            settings = [files, *_path_settings(handlers.labels)]
+            run = gr.Button("Translate all", variant="primary")
+        with gr.Column(min_width=300):
+            gallery = gr.Gallery(label="Translations", format="png", columns=4, height="auto")
+            archive = gr.File(label="All translations (zip)")
+            report = gr.Markdown(label="Report")
+    run.click(
+        handlers.translate_batch,
+        inputs=settings,
+        outputs=[gallery, archive, report],
+        api_name="translate_batch",
+        preprocess=False,
+    )
 
 
 @contextlib.contextmanager
@@ -214,6 +232,17 @@ def _user_errors() -> Iterator[None]:
     except Exception as err:
         log.exception("translation failed")
         raise gr.Error(f"translation failed: {first_line(err)}") from None
+
+
+def _seed(value: Any) -> int:
+    """A seed from the page (a float from gr.Number) or an API call; ValueError if not whole."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"seed must be a non-negative integer; got {value!r}")
+    return int(number)
 
 
 def _upload_path(payload: Any) -> str | None:

@@ -55,8 +55,11 @@ def make_folders(
     return root
 
 
-def tiny_translator(vae_path: Path, domain_a: str = "A", domain_b: str = "B"):
-    """A Translator with a random two-level UNet over the tiny VAE, at 16 px, on the CPU."""
+def tiny_translator(
+    vae_path: Path, domain_a: str = "A", domain_b: str = "B", source_noise: float | None = None
+):
+    """A Translator with a random two-level UNet over the tiny VAE, at 16 px, on the CPU;
+    source-conditioned, with that noise, when ``source_noise`` is given."""
     import torch
 
     from translate import Translator
@@ -73,8 +76,16 @@ def tiny_translator(vae_path: Path, domain_a: str = "A", domain_b: str = "B"):
         attention_head_dim=8,
         norm_num_groups=8,
     )
-    info = TranslatorInfo(domain_a=domain_a, domain_b=domain_b, resolution=16)
-    return Translator(build_unet(model, 8, 4), LatentCodec.from_pretrained(vae_path), info, "cpu")
+    conditioned = source_noise is not None
+    info = TranslatorInfo(
+        domain_a=domain_a,
+        domain_b=domain_b,
+        resolution=16,
+        source_condition=conditioned,
+        source_noise=source_noise or 0.0,
+    )
+    unet = build_unet(model, 8, 4, conditioned)
+    return Translator(unet, LatentCodec.from_pretrained(vae_path), info, "cpu")
 
 
 def torchrun(*args, cwd: Path, timeout: int = 300):

@@ -51,6 +51,8 @@ def test_wrong_type_is_one_line():
         ("train.steps=0", "positive"),
         ("model.attention=[true]", "one entry per"),
         ("flow.sinkhorn_reg=-0.1", "sinkhorn_reg must be >= 0"),
+        ("flow.source_noise=0.25", "needs flow.source_condition=true"),
+        ("flow.source_noise=-1", "source_noise must be >= 0"),
         # combinations that would only fail later (mid-run, or after stage 1), refused up front
         ("data.resolution=20", r"multiple of 16 .*e\.g\. 16 or 32"),
         ("model.norm_num_groups=24", "multiples of model.norm_num_groups=24"),

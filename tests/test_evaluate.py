@@ -112,8 +112,8 @@ def two_checkpoints(tmp_path_factory, tiny_vae):
     data = make_folders(root / "data", n_train=10, n_test=6)
     (root / "data.yaml").write_text(f"data:\n  source: folders\n  root: {data}\n  resolution: 16\n")
     paths = []
-    for name, scale in (("run-a", 1.0), ("run-b", 0.5)):
-        tr = tiny_translator(tiny_vae, "circles", "squares")
+    for name, scale, noise in (("run-a", 1.0, None), ("run-b", 0.5, 0.5)):  # b: source-noised
+        tr = tiny_translator(tiny_vae, "circles", "squares", source_noise=noise)
         with torch.no_grad():
             for p in tr.unet.parameters():
                 p.mul_(scale)

@@ -118,3 +118,28 @@ def test_rollout_states_are_the_euler_solvers_own_states():
     torch.testing.assert_close(x_k[0], a[0])  # k = 0: the source itself
     with pytest.raises(ValueError, match="k must lie in"):
         rollout_states(field, a, torch.zeros(4), 4, torch.tensor([0, 1, 2, 4]))
+
+
+def test_noised_sources_noise_each_rows_source_end_and_condition_on_it():
+    from translate.flow import SourceCondition, noised_sources
+
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(64, 4, 2, 2, generator=g), torch.randn(64, 4, 2, 2, generator=g)
+    n0, n1, condition = noised_sources(x0, x1, 0.5, torch.Generator().manual_seed(1))
+    from_b = condition.from_b
+    assert 16 < int(from_b.sum()) < 48  # each row's role is drawn with probability 1/2
+    a2b = ~from_b
+    torch.testing.assert_close(n1[a2b], x1[a2b])  # A -> B rows: the target end is clean,
+    torch.testing.assert_close(condition.source[a2b], x0[a2b])  # the condition the clean A,
+    torch.testing.assert_close(n0[from_b], x0[from_b])  # and the reverse for B -> A rows
+    torch.testing.assert_close(condition.source[from_b], x1[from_b])
+    noise = torch.cat([(n0 - x0)[a2b], (n1 - x1)[from_b]])  # 0.5 * eps on each source end
+    assert 0.4 < noise.std().item() < 0.6
+    # the same generator state gives the same draw; sigma_s = 0 only assigns the roles
+    again = noised_sources(x0, x1, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(again[0], n0) and torch.equal(again[2].from_b, from_b)
+    clean = noised_sources(x0, x1, 0.0, torch.Generator().manual_seed(1))
+    assert torch.equal(clean[0], x0) and torch.equal(clean[1], x1)
+    both = SourceCondition.of(x0[:3], True).cat(SourceCondition.of(x1[:2], False))
+    assert both.from_b.tolist() == [True, True, True, False, False]
+    assert torch.equal(both.source, torch.cat([x0[:3], x1[:2]]))

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from translate.images import load_rgb, resize_center_crop, scan_images, to_pil, to_rgb, to_tensor
@@ -96,3 +97,43 @@ def test_float_images_in_unit_range_are_scaled_not_blackened(tmp_path):
     assert rgb.getpixel((1, 2))[0] == round(9 / 15 * 255)
     eight_bit = to_rgb(Image.fromarray(values * 200, mode="F"))  # values beyond 1: 8-bit scale
     assert eight_bit.getpixel((3, 3)) == (200, 200, 200)
+
+
+def _swapped_primaries_profile() -> bytes:
+    """An RGB ICC profile whose red and blue primaries are sRGB's swapped: not sRGB."""
+    import struct
+
+    from PIL import ImageCms
+
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    entries = {}
+    for i in range(struct.unpack(">I", icc[128:132])[0]):
+        entries[bytes(icc[132 + 12 * i : 136 + 12 * i])] = 136 + 12 * i  # offset, size
+    red, blue = entries[b"rXYZ"], entries[b"bXYZ"]
+    icc[red : red + 8], icc[blue : blue + 8] = icc[blue : blue + 8], icc[red : red + 8]
+    icc[84:100] = bytes(16)  # no profile ID to check
+    return bytes(icc)
+
+
+def test_an_icc_tagged_image_is_one_tensor_in_training_and_in_the_translator(tmp_path, tiny_vae):
+    from helpers import tiny_translator
+
+    from translate.autoencoder import _load_pixels
+    from translate.evaluate import load_images
+    from translate.latents import _ImageFiles
+
+    pixels = np.zeros((24, 20, 3), np.uint8)
+    pixels[..., 0], pixels[:, :10, 2] = 200, 60  # red, a little blue on the left
+    path = tmp_path / "tagged.png"
+    Image.fromarray(pixels).save(path, icc_profile=_swapped_primaries_profile())
+    translator = tiny_translator(tiny_vae)  # 16 px
+    inference = translator.preprocess([path])[0]
+    _, training, _ = _ImageFiles([path], 16, None, False)[0]  # the latent cache's loader
+    assert torch.equal(training, inference)
+    assert torch.equal(load_images([path], 16, None).pixels[0], inference)  # evaluation
+    stage1 = _load_pixels([path], 16, None, "vae")[0].float().div(127.5).sub(1)  # the own VAE
+    assert torch.equal(stage1, inference)
+    with Image.open(path) as opened:  # an opened image, as the Python API takes it
+        assert torch.equal(translator.preprocess([opened])[0], inference)
+    red, _, blue = inference.mean(dim=(1, 2)).tolist()
+    assert blue > red  # the profile was applied: its "red" is sRGB blue

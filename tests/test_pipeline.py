@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -186,6 +187,8 @@ def test_a_corrupt_example_is_skipped_with_a_warning(translator, images, tmp_pat
         ("steps", 0, "steps must be a positive integer"),
         ("steps", 2.5, "steps must be a positive integer"),
         ("strength", 0.0, r"strength must be in \(0, 1\]"),
+        ("seed", -1, "seed must be a non-negative integer"),
+        ("seed", 0.5, "seed must be a non-negative integer"),
     ],
 )
 def test_translation_options_follow_one_rule_in_every_entry_point(setting, value, match):
@@ -196,12 +199,76 @@ def test_translation_options_follow_one_rule_in_every_entry_point(setting, value
 
     with pytest.raises(ValueError, match=match):
         TranslationOptions(**{setting: value})
-    defaults = {"direction": "a2b", "steps": 8, "method": "euler", "strength": 1.0}
+    defaults = {"direction": "a2b", "steps": 8, "method": "euler", "strength": 1.0, "seed": 0}
     with pytest.raises(ValueError, match=match):  # the app
         check_settings(**{**defaults, setting: value})
     with pytest.raises(TranslateError, match=match):  # translate-folder
         ConvertOptions(**{setting: value})
-    if setting != "strength":  # translate-eval
+    if setting not in ("strength", "seed"):  # translate-eval
         plural = {"direction": "directions", "method": "methods", "steps": "steps"}[setting]
         with pytest.raises(TranslateError, match=match):
             EvalOptions(**{plural: (value,)})
+
+
+@pytest.fixture
+def conditioned(tiny_vae):
+    from helpers import tiny_translator
+
+    return tiny_translator(tiny_vae, "circles", "squares", source_noise=0.5)
+
+
+def test_a_conditioned_field_sees_the_clean_source_and_its_direction(conditioned):
+    from translate.flow import SourceCondition
+
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.full((2,), 0.5)
+    source = SourceCondition.of(torch.zeros_like(x), False)
+    v = conditioned.field(x, t, source)
+    assert v.shape == x.shape
+    assert not torch.equal(v, conditioned.field(x, t, SourceCondition.of(x, False)))
+    other_way = SourceCondition.of(torch.zeros_like(x), True)
+    assert not torch.equal(v, conditioned.field(x, t, other_way))
+    with pytest.raises(ValueError):  # a conditioned UNet cannot run without its condition
+        conditioned.field(x, t)
+
+
+def test_a_seed_fixes_a_source_noised_translation_and_other_seeds_vary_it(conditioned, images):
+    def png(outputs):
+        return [im.tobytes() for im in outputs]
+
+    for direction in ("a2b", "b2a"):
+        first = conditioned(images, direction, steps=2, seed=0)
+        assert png(first) == png(conditioned(images, direction, steps=2, seed=0))
+        assert png(first) != png(conditioned(images, direction, steps=2, seed=1))
+        # an image's noise does not depend on the batch it is translated in (the outputs are
+        # equal up to the float rounding of batched convolutions)
+        (alone,) = conditioned(images[1:], direction, steps=2, seed=0)
+        other = conditioned(images[1:], direction, steps=2, seed=1)[0]
+        gap = np.abs(np.asarray(first[1], int) - np.asarray(alone, int)).max()
+        assert gap <= 2 < np.abs(np.asarray(first[1], int) - np.asarray(other, int)).max()
+
+
+def test_a_plain_model_ignores_the_seed(translator, images):
+    a, b = (translator(images, steps=2, seed=seed) for seed in (0, 7))
+    assert [im.tobytes() for im in a] == [im.tobytes() for im in b]
+
+
+def test_a_conditioned_checkpoint_round_trips_and_refuses_a_mismatched_config(
+    conditioned, images, tmp_path
+):
+    conditioned.save_pretrained(tmp_path / "ckpt")
+    loaded = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert loaded.info.source_condition and loaded.info.source_noise == 0.5
+    expected = [im.tobytes() for im in conditioned(images, steps=2, seed=3)]
+    assert [im.tobytes() for im in loaded(images, steps=2, seed=3)] == expected
+    meta_file = tmp_path / "ckpt" / "translator.json"
+    meta = json.loads(meta_file.read_text())
+    meta["source_condition"] = False  # the UNet takes 8 channels, the config now says 4
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(TranslateError, match="UNet expects 8 input channels") as err:
+        Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert "\n" not in str(err.value)
+    meta.update(source_condition=True, source_noise=-1)
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(TranslateError, match='"source_noise" must be a non-negative number'):
+        Translator.from_pretrained(tmp_path / "ckpt", device="cpu")

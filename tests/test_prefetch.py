@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from translate.coupling import ExactOTCoupler, SinkhornCoupler
+from translate.latent_sampling import LatentSampler
 from translate.prefetch import MinibatchPairs, PairStream
-from translate.storage import LatentSampler
 from translate.train import Generators
 
 

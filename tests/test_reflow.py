@@ -3,14 +3,17 @@
 import pytest
 import torch
 
+from translate.flow import time_span
+from translate.latent_sampling import LatentSampler
 from translate.reflow import (
     ReflowPairs,
     ReflowSource,
     generate_pairs,
     round_start,
     round_starts,
+    translate_all,
 )
-from translate.storage import LatentSampler
+from translate.solvers import integrate
 
 SHIFT = torch.tensor([1.0, -2.0, 0.5, 3.0]).view(1, 4, 1, 1)
 
@@ -18,6 +21,16 @@ SHIFT = torch.tensor([1.0, -2.0, 0.5, 3.0]).view(1, 4, 1, 1)
 def constant_field(x, t):
     """v = SHIFT everywhere: T_AB(a) = a + SHIFT and T_BA(b) = b - SHIFT exactly."""
     return SHIFT.expand_as(x)
+
+
+def euler(field, nfe):
+    """A ``translate.reflow.Translate``: ``nfe`` Euler steps of ``field`` over the span."""
+
+    def translate(x, direction):
+        t0, t1 = time_span(direction)
+        return integrate(field, x, t0, t1, nfe, "euler").x
+
+    return translate
 
 
 @pytest.fixture
@@ -28,7 +41,7 @@ def latents():
 
 def test_both_pair_sets_keep_one_real_end_each(latents):
     a, b = latents
-    pairs = generate_pairs(constant_field, a, b, nfe=3, pair_set="both")
+    pairs = generate_pairs(euler(constant_field, 3), a, b, pair_set="both")
     assert len(pairs) == 7 + 5
     # first (T_BA(b), b): the B end is the real latent; then (a, T_AB(a)): the A end is
     torch.testing.assert_close(pairs.x1[:7], b)
@@ -40,32 +53,35 @@ def test_both_pair_sets_keep_one_real_end_each(latents):
 @pytest.mark.parametrize("pair_set, real_end", [("a2b", "x1"), ("b2a", "x0")])
 def test_one_pair_set_holds_only_its_direction(latents, pair_set, real_end):
     a, b = latents
-    pairs = generate_pairs(constant_field, a, b, nfe=2, pair_set=pair_set)
+    pairs = generate_pairs(euler(constant_field, 2), a, b, pair_set=pair_set)
     real = b if pair_set == "a2b" else a
     torch.testing.assert_close(getattr(pairs, real_end), real)
     torch.testing.assert_close(pairs.x1 - pairs.x0, SHIFT.expand_as(pairs.x0))
 
 
-def test_pairs_follow_the_euler_solver_of_inference(latents):
+def test_pairs_are_the_translations_batch_by_batch_in_order(latents):
     a, b = latents
+    calls = []
 
-    def curved(x, t):  # depends on x and t, so the step count matters
-        return torch.sin(x) + t
+    def curved(x, direction):  # depends on x and on the direction
+        calls.append((len(x), direction))
+        return torch.sin(x) + (1.0 if direction == "a2b" else -1.0)
 
-    two = generate_pairs(curved, a, b, nfe=2, pair_set="b2a")
-    four = generate_pairs(curved, a, b, nfe=4, pair_set="b2a")
-    x = a.clone()
-    for k in range(4):  # Euler by hand, t = 0 -> 1
-        x = x + 0.25 * curved(x, torch.tensor(k / 4))
-    torch.testing.assert_close(four.x1, x)
-    assert not torch.allclose(two.x1, four.x1)
+    pairs = generate_pairs(curved, a, b, pair_set="b2a")
+    torch.testing.assert_close(pairs.x1, torch.sin(a) + 1)
+    torch.testing.assert_close(pairs.x0, a)
+    assert calls == [(5, "a2b")]
+    calls.clear()
+    chunked = translate_all(curved, b, "b2a", batch_size=3)
+    torch.testing.assert_close(chunked, torch.sin(b) - 1)
+    assert calls == [(3, "b2a"), (3, "b2a"), (1, "b2a")]
     with pytest.raises(ValueError, match="pair_set"):
-        generate_pairs(curved, a, b, nfe=2, pair_set="forward")
+        generate_pairs(curved, a, b, pair_set="forward")
 
 
 def test_source_draws_whole_pairs_and_real_latents(latents):
     a, b = latents
-    pairs = generate_pairs(constant_field, a, b, nfe=1)
+    pairs = generate_pairs(euler(constant_field, 1), a, b)
     source = ReflowSource(pairs, LatentSampler(a), LatentSampler(b))
 
     class Gens:
@@ -81,7 +97,7 @@ def test_source_draws_whole_pairs_and_real_latents(latents):
 
 def test_saved_pairs_load_exactly_and_refuse_other_settings(tmp_path, latents):
     a, b = latents
-    pairs = generate_pairs(constant_field, a, b, nfe=1)
+    pairs = generate_pairs(euler(constant_field, 1), a, b)
     path = tmp_path / "reflow" / "round-000002.safetensors"
     pairs.save(path, {"nfe": "1"})
     loaded = ReflowPairs.load(path, {"nfe": "1"})

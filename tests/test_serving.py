@@ -66,3 +66,48 @@ def test_flat_uploads_and_non_finite_outputs_are_refused_never_translated(tiny_v
     assert all("not finite" in reason for _, reason in failed)
     with pytest.raises(ValueError, match="not finite"):
         translate_upload(translator, good[0], steps=1)
+
+
+def test_a_source_noised_model_takes_a_seed_in_every_entry_point(tiny_vae, tmp_path):
+    import pytest
+    from helpers import tiny_translator
+
+    from app.app import _seed, build_demo
+    from translate.cli import convert_main
+    from translate.serving import translate_many, translate_upload
+
+    translator = tiny_translator(tiny_vae, source_noise=0.5)
+    (tmp_path / "in").mkdir()
+    image = _noise(tmp_path / "in" / "0.png", 0)
+
+    def png(result):
+        return result.image.tobytes()
+
+    first = png(translate_upload(translator, image, steps=2, seed=0))
+    assert first == png(translate_upload(translator, image, steps=2, seed=0))
+    assert first != png(translate_upload(translator, image, steps=2, seed=1))
+    results, failed = translate_many(translator, [image], steps=2, seed=0)
+    assert failed == [] and results[0][1].tobytes() == first
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        translate_upload(translator, image, steps=2, seed=-1)
+    # translate-folder --seed
+    translator.save_pretrained(tmp_path / "ckpt")
+    outputs = {}
+    for seed in ("0", "0", "1"):
+        out = tmp_path / f"out-{len(outputs)}"
+        argv = [str(tmp_path / "ckpt"), str(tmp_path / "in"), str(out), "--steps", "2"]
+        assert convert_main([*argv, "--seed", seed]) == 0
+        outputs[len(outputs)] = (out / "0.png").read_bytes()
+    assert outputs[0] == outputs[1] != outputs[2]
+    # the app: a seed field for this model only, and whole numbers only
+    seeded = build_demo(translator, tmp_path / "app")
+    plain = build_demo(tiny_translator(tiny_vae), tmp_path / "app-plain")
+    ids = [
+        [c.get("props", {}).get("elem_id") for c in demo.config["components"]]
+        for demo in (seeded, plain)
+    ]
+    assert "seed" in ids[0] and "seed" not in ids[1]
+    assert _seed(3.0) == 3
+    for bad in (0.5, float("inf"), "x", None):
+        with pytest.raises(ValueError, match="seed"):
+            _seed(bad)

@@ -387,6 +387,43 @@ def test_reflow_rounds_train_on_their_pairs_and_resume_exactly(workspace, monkey
     assert "\n" not in str(err.value)
 
 
+def test_a_source_conditioned_run_trains_resumes_exactly_and_translates_by_seed(
+    workspace, monkeypatch
+):
+    tmp, _, config = workspace
+    # every part that calls the field: the regression, the 2-step rollouts the adversarial
+    # term judges, a reflow round (after step 4) and the exported model
+    common = (
+        "flow.source_condition=true",
+        "flow.source_noise=0.25",
+        *("adversarial.start=1", "adversarial.trajectory_steps=2"),
+        "adversarial.trajectory_batch=3",
+        *("reflow.share=0.34", "reflow.nfe=2", "train.steps=6", "train.checkpoint_every=2"),
+    )
+    whole, split = tmp / "run-conditioned", tmp / "run-conditioned-split"
+    train_module.main(config(*common, f"train.output_dir={whole}"))
+    assert (whole / "reflow" / "round-000004.safetensors").is_file()
+    save = train_module.Trainer._save
+
+    def save_then_stop(self, final):
+        save(self, final)
+        if self.step == 2:
+            raise Interrupted
+
+    monkeypatch.setattr(train_module.Trainer, "_save", save_then_stop)
+    with pytest.raises(Interrupted):
+        train_module.main(config(*common, f"train.output_dir={split}"))
+    monkeypatch.setattr(train_module.Trainer, "_save", save)
+    train_module.main(config(*common, f"train.output_dir={split}"))
+    assert _final_unet(split) == _final_unet(whole)
+    translator = Translator.from_pretrained(whole / runs.FINAL, device="cpu")
+    assert translator.info.source_condition and translator.info.source_noise == 0.25
+    assert translator.unet.config.in_channels == 8  # 4 latent channels and the 4 of the source
+    sample = whole / "samples" / "step-000006.png"
+    first, again, other = (translator([sample], steps=2, seed=s)[0] for s in (0, 0, 1))
+    assert first.tobytes() == again.tobytes() != other.tobytes()
+
+
 def test_finished_run_missing_its_final_checkpoint_exports_it_again(workspace):
     tmp, _, config = workspace
     cfg = config("train.steps=3", "train.checkpoint_every=3")

@@ -73,6 +73,9 @@ def convert_main(argv: list[str] | None = None) -> int:
         help="ODE solver (dopri5 adapts its own steps)",
     )
     parser.add_argument("--strength", type=float, default=1.0, help="0-1: how far to translate")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="source noise of a source-noised model (others: none)"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
     parser.add_argument(
         "--size",
@@ -114,6 +117,7 @@ def _convert(args: argparse.Namespace) -> int:
         steps=args.steps,
         method=args.method,
         strength=args.strength,
+        seed=args.seed,
         batch_size=args.batch_size,
         size=args.size,
         format=args.format,
@@ -131,8 +135,7 @@ def _convert(args: argparse.Namespace) -> int:
     )
 
 
-def eval_main(argv: list[str] | None = None) -> int:
-    """``translate-eval CHECKPOINT [options]``: metrics, report, plots and grids."""
+def _eval_parser() -> argparse.ArgumentParser:
     from translate.pipeline import DIRECTIONS
     from translate.solvers import METHODS
 
@@ -162,9 +165,18 @@ def eval_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: eval/<model>)")
     parser.add_argument("--inception-weights", help="local Inception-v3 weights: real FID/KID")
     parser.add_argument("--batch-size", type=int, default=64, help="images per model call")
-    parser.add_argument("--seed", type=int, default=0, help="seed of subsets and noise")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of subsets and of a source-noised model's noise"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """``translate-eval CHECKPOINT [options]``: metrics, report, plots and grids."""
+    from translate.pipeline import DIRECTIONS
+
+    args = _eval_parser().parse_args(argv)
     try:
         from pathlib import Path
 

@@ -90,6 +90,11 @@ class FlowConfig:
     sinkhorn_reg: float = 0.05
     # training times: uniform | logit-normal (the middle) | u-shape (both ends; translate.flow)
     time_sampling: str = "uniform"
+    # the clean source latent as extra UNet input channels, its direction as a class label
+    source_condition: bool = False
+    # noise sigma_s * eps on each row's source end (normalised latents, std about 1): a seed
+    # picks one translation at inference; needs source_condition (translate.flow.noised_sources)
+    source_noise: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("flow.objective", self.objective, OBJECTIVES)
@@ -104,6 +109,13 @@ class FlowConfig:
             raise ConfigError(f"flow.sigma must be >= 0, got {self.sigma}")
         if self.sinkhorn_reg < 0:
             raise ConfigError(f"flow.sinkhorn_reg must be >= 0, got {self.sinkhorn_reg}")
+        if not 0 <= self.source_noise < float("inf"):
+            raise ConfigError(f"flow.source_noise must be >= 0, got {self.source_noise}")
+        if self.source_noise > 0 and not self.source_condition:
+            raise ConfigError(
+                "flow.source_noise needs flow.source_condition=true: the noise goes on each "
+                "row's source end, which only a conditioned field is told"
+            )
 
     @property
     def exact_plan(self) -> bool:

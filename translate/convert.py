@@ -51,6 +51,7 @@ class ConvertOptions:
     steps: int = 8
     method: str = "euler"
     strength: float = 1.0
+    seed: int = 0  # the source noise of a source-noised model
     batch_size: int = 16
     size: str = "native"  # native: keep each input's size; model: square model resolution
     format: str = "same"  # same | png | jpg | webp
@@ -59,7 +60,7 @@ class ConvertOptions:
 
     def __post_init__(self) -> None:
         try:
-            TranslationOptions(self.direction, self.steps, self.method, self.strength)
+            TranslationOptions(self.direction, self.steps, self.method, self.strength, self.seed)
         except ValueError as err:
             raise TranslateError(f"--{err}") from None
         for name, value, choices in (("size", self.size, SIZES), ("format", self.format, FORMATS)):
@@ -234,6 +235,7 @@ def translate_batch(
             opts.strength,
             batch_size=len(images),
             size=opts.size,
+            seed=opts.seed,
         )
     except torch.cuda.OutOfMemoryError:
         if len(images) == 1:

@@ -338,13 +338,16 @@ def _translate(tr: Translator, pixels, direction, method, steps, opts):
     for chunk in pixels.split(opts.batch_size):
         start = time.perf_counter()
         latents = tr.codec.encode(chunk.to(tr.device))
-        solution = tr.translate_latents(latents, direction, steps, method, return_trajectory=True)
+        solution = tr.translate_latents(
+            latents, direction, steps, method, return_trajectory=True, seed=opts.seed
+        )
         out = tr.codec.decode(solution.x).cpu()
         seconds += time.perf_counter() - start
         outs.append(out)
         nfes.append(solution.nfe)
         if straight is None:  # on the first batch only: it costs as many NFE again
-            straight = metrics.straightness(tr.field, solution.trajectory, solution.times)
+            field = tr.velocity_field(latents, direction)
+            straight = metrics.straightness(field, solution.trajectory, solution.times)
     return torch.cat(outs), sum(nfes) / len(nfes), seconds, straight
 
 

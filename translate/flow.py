@@ -14,6 +14,11 @@ Integrating the learned field from t=0 to 1 translates A -> B; from 1 to 0, B ->
 
 Training draws t from a named distribution (``TIME_SAMPLINGS``), and the one-step endpoint
 predictions of a field v at (x_t, t) are  z_B = x_t + (1 - t) v  and  z_A = x_t - t v.
+
+A source-conditioned field v(x, t | c) also sees the clean source latent c of its direction
+and which end it starts from (``SourceCondition``), and starts from the noised source
+c + sigma_s * eps (``noised_sources``): from x_A + sigma_s * eps at t = 0 for A -> B, from
+x_B + sigma_s * eps at t = 1 for B -> A, so that one field still serves both directions.
 ``rollout_states`` gives the states the field itself reaches on the Euler grid of inference.
 """
 
@@ -74,6 +79,50 @@ class ProbabilityPath:
             if self.bridge:
                 u_t = u_t + (1 - 2 * tb) / (2 * tb * (1 - tb)) * sigma_t * noise
         return PathSample(t, x_t, u_t)
+
+
+@dataclass(frozen=True)
+class SourceCondition:
+    """What a source-conditioned field sees besides (x, t): the clean source of each row."""
+
+    source: torch.Tensor  # (batch, C, h, w): the clean source latent, x_A or x_B
+    from_b: torch.Tensor  # (batch,) bool: True where the row translates B -> A
+
+    @classmethod
+    def of(cls, sources: torch.Tensor, from_b: torch.Tensor | bool) -> SourceCondition:
+        """The condition of sources (batch, C, h, w) that all (bool) or each start from B."""
+        from_b = torch.as_tensor(from_b, device=sources.device).bool().expand(len(sources))
+        return cls(sources, from_b)
+
+    def cat(self, other: SourceCondition) -> SourceCondition:
+        """Both conditions' rows, ``self``'s first."""
+        return SourceCondition(
+            torch.cat([self.source, other.source]), torch.cat([self.from_b, other.from_b])
+        )
+
+
+def noised_sources(
+    x0: torch.Tensor, x1: torch.Tensor, sigma_s: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, SourceCondition]:
+    """Paired latents x0 (A), x1 (B), each (batch, C, h, w), with noise on each row's source end.
+
+    Each row translates A -> B or B -> A with probability 1/2. Its source end gets
+    ``sigma_s * eps`` (eps ~ N(0, I); sigma_s in normalised-latent units, whose std is about 1)
+    and the clean source becomes its condition. Returns (x0', x1', condition); the path and its
+    target u = x1' - x0' are then taken between the noised ends. The noise gives the field an
+    input to choose one partner from, rather than regressing onto their mean, and the
+    condition keeps the source's content (a conditional flow from N(source, sigma_s^2 I), as in
+    the stochastic interpolants of Albergo et al. 2023, section 3.3, with a data-dependent
+    base). Draws the roles and then eps from ``generator``.
+    """
+    from_b = torch.rand(len(x0), generator=generator, device=x0.device) < 0.5
+    eps = torch.randn(x0.shape, generator=generator, device=x0.device)
+    noised = sigma_s * eps
+    on_b = _expand(from_b.to(x0.dtype), x0)
+    x0_noised = x0 + (1 - on_b) * noised
+    x1_noised = x1 + on_b * noised
+    source = torch.where(on_b.bool(), x1, x0)
+    return x0_noised, x1_noised, SourceCondition(source, from_b)
 
 
 def sample_time(

@@ -82,11 +82,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file, apply its EXIF orientation and return it as RGB (first frame)."""
-    with Image.open(path) as image:
-        image.seek(0)
-        oriented = ImageOps.exif_transpose(image)
-        return to_rgb(oriented)
+    """An image file as every part of the product reads it: ``read_image``'s RGB (first frame,
+    EXIF-oriented, ICC converted to sRGB, transparency on white). Training, the latent cache,
+    the stage-1 VAE, evaluation, the sample grids and inference all read files through here or
+    ``read_image``. Raises ValueError with a short reason when the file cannot be read."""
+    return read_image(path).rgb
+
+
+def as_srgb(image: Image.Image) -> Image.Image:
+    """An opened image by the same rule as ``load_rgb``: EXIF orientation applied, an embedded
+    ICC profile converted to sRGB, any mode as 8-bit RGB with transparency on white."""
+    return _srgb(ImageOps.exif_transpose(image), image.info.get("icc_profile"))
+
+
+def _srgb(oriented: Image.Image, icc: bytes | None) -> Image.Image:
+    rgb = to_rgb(oriented)
+    return _to_srgb(rgb, icc) if icc else rgb
 
 
 def center_square(image: Image.Image, size: int) -> Image.Image:
@@ -212,9 +223,7 @@ def read_image(path: str | Path) -> SourceImage:
     alpha = oriented.convert("RGBA").getchannel("A") if has_alpha else None
     if alpha is not None and alpha.getextrema() == (255, 255):
         alpha = None
-    rgb = to_rgb(oriented)
-    if icc:
-        rgb = _to_srgb(rgb, icc)
+    rgb = _srgb(oriented, icc)
     note = f"animated ({frames} frames): converted the first frame" if frames > 1 else ""
     return SourceImage(rgb, alpha, note)
 

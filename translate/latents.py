@@ -43,7 +43,7 @@ def quiet_diffusers():
 
 
 VAE_CLASSES = {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny": AutoencoderTiny}
-CACHE_FORMAT = 1  # bump when the cache layout or the preprocessing changes
+CACHE_FORMAT = 2  # bump when the cache layout or the preprocessing changes (2: ICC -> sRGB)
 
 
 class LatentCodec:

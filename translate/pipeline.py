@@ -27,8 +27,8 @@ from PIL import Image
 
 from translate.atomic import atomic_dir
 from translate.errors import TranslateError, first_line
-from translate.flow import time_span
-from translate.images import load_rgb, resize_center_crop, to_pil, to_rgb, to_tensor
+from translate.flow import SourceCondition, time_span
+from translate.images import as_srgb, load_rgb, resize_center_crop, to_pil, to_tensor
 from translate.latents import LatentCodec
 from translate.model import velocity
 from translate.solvers import METHODS, Solution, integrate
@@ -50,6 +50,8 @@ class TranslatorInfo:
     objective: str = "ot-cfm"
     sigma: float = 0.0
     step: int = 0  # training steps behind these weights
+    source_condition: bool = False  # the UNet also takes the clean source and its direction
+    source_noise: float = 0.0  # sigma_s on the source end at inference (translate.flow)
     vae: dict[str, Any] = field(
         default_factory=dict
     )  # {"path": "vae"} or {"pretrained", "subfolder"}
@@ -67,6 +69,11 @@ class TranslatorInfo:
                 return f'"{name}" must be a non-negative integer, got {value!r}'
         if self.resolution == 0:
             return '"resolution" must be positive'
+        if not isinstance(self.source_condition, bool):
+            return '"source_condition" must be true or false'
+        noise = self.source_noise
+        if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0 <= noise < 1e9:
+            return f'"source_noise" must be a non-negative number, got {noise!r}'
         vae = self.vae
         if not isinstance(vae, dict) or not isinstance(vae.get("path", vae.get("pretrained")), str):
             return f'"vae" must name a "path" or a "pretrained" VAE, got {vae!r}'
@@ -108,6 +115,7 @@ class TranslationOptions:
     steps: int = 8  # solver steps (dopri5: trajectory frames only)
     method: str = "euler"  # translate.solvers.METHODS
     strength: float = 1.0  # in (0, 1]: the share of the path travelled
+    seed: int = 0  # the source noise of a source-noised model (other models ignore it)
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -120,6 +128,8 @@ class TranslationOptions:
             raise ValueError(f"steps must be a positive integer; got {self.steps!r}")
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1]; got {self.strength!r}")
+        if int(self.seed) != self.seed or not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,10 +236,11 @@ class Translator:
             codec = LatentCodec.from_pretrained(
                 info.vae.get("pretrained", ""), info.vae.get("subfolder"), dtype=dtype
             )
-        if unet.config.in_channels != codec.latent_channels:
+        expected = codec.latent_channels * (2 if info.source_condition else 1)
+        if unet.config.in_channels != expected:
             raise TranslateError(
-                f"incompatible checkpoint {path}: UNet expects {unet.config.in_channels} latent "
-                f"channels, the VAE gives {codec.latent_channels}"
+                f"incompatible checkpoint {path}: UNet expects {unet.config.in_channels} input "
+                f"channels, the VAE and {CONFIG_NAME} give {expected}"
             )
         return cls(unet, codec, info, device, _load_examples(path / EXAMPLES))
 
@@ -283,9 +294,35 @@ class Translator:
         """Images or paths -> pixels (batch, 3, R, R) in [-1, 1] at the model resolution."""
         return to_tensor([self.prepare(_load(im)) for im in images])
 
-    def field(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The learned velocity v(x, t) for latents x (batch, C, h, w)."""
-        return velocity(self.unet, x, t)
+    def field(
+        self, x: torch.Tensor, t: torch.Tensor, condition: SourceCondition | None = None
+    ) -> torch.Tensor:
+        """The learned velocity v(x, t) for latents x (batch, C, h, w); a source-conditioned
+        model needs the ``condition`` of its rows (``velocity_field`` binds it)."""
+        return velocity(self.unet, x, t, condition)
+
+    def velocity_field(self, sources: torch.Tensor, direction: str):
+        """v(x, t) for translations of ``sources`` (batch, C, h, w) in ``direction``: the
+        field with the sources' condition bound, or ``field`` itself for a plain model."""
+        if not self.info.source_condition:
+            return self.field
+        condition = SourceCondition.of(sources, direction == "b2a")
+        return lambda x, t: self.field(x, t, condition)
+
+    def start(
+        self, sources: torch.Tensor, seed: int = 0, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The state the solver starts from: sources + sigma_s * noise (the sources themselves
+        for a model without source noise). ``noise`` (like ``sources``) defaults to one draw
+        of shape (C, h, w) from ``seed``, the same for every row, so that an image's
+        translation does not depend on the batch it is in."""
+        sigma = self.info.source_noise
+        if sigma == 0:
+            return sources
+        if noise is None:
+            draw = torch.Generator().manual_seed(int(seed))
+            noise = torch.randn(sources.shape[1:], generator=draw).expand_as(sources)
+        return sources + sigma * noise.to(sources)
 
     @torch.no_grad()
     def translate_latents(
@@ -296,13 +333,18 @@ class Translator:
         method: str = "euler",
         strength: float = 1.0,
         return_trajectory: bool = False,
+        seed: int = 0,
+        noise: torch.Tensor | None = None,
     ) -> Solution:
-        """Integrate latents (batch, C, h, w): a2b runs t 0 -> strength, b2a 1 -> 1-strength."""
-        TranslationOptions(direction, steps, method, strength)  # ValueError if not valid
+        """Integrate latents (batch, C, h, w): a2b runs t 0 -> strength, b2a 1 -> 1-strength.
+
+        A source-noised model starts from ``start(latents, seed, noise)``."""
+        TranslationOptions(direction, steps, method, strength, seed)  # ValueError if not valid
         t0, t1 = time_span(direction, strength)
+        sources = latents.to(self.device).float()
         return integrate(
-            self.field,
-            latents.to(self.device).float(),
+            self.velocity_field(sources, direction),
+            self.start(sources, seed, noise),
             t0,
             t1,
             steps,
@@ -320,6 +362,7 @@ class Translator:
         return_trajectory: bool = False,
         batch_size: int = 16,
         size: str = "model",
+        seed: int = 0,
     ) -> list[Image.Image] | list[Trajectory]:
         """Translate images; one output per input, in order.
 
@@ -328,7 +371,8 @@ class Translator:
         each image at its input's exact width and height. With ``return_trajectory`` each
         output is a ``Trajectory``: ``steps + 1`` frames from the source domain to the target
         (indexable like a list) and ``times``, the solver's time of each frame.
-        Images of equal working size are batched together.
+        Images of equal working size are batched together. A source-noised model's
+        translation of an image is fixed by ``seed``; other seeds give other translations.
         """
         if isinstance(images, (Image.Image, str, Path)):
             images = [images]
@@ -343,7 +387,7 @@ class Translator:
                 chunk = indices[start : start + batch_size]
                 latents = self.codec.encode(to_tensor([prepared[i] for i in chunk]))
                 solution = self.translate_latents(
-                    latents, direction, steps, method, strength, return_trajectory
+                    latents, direction, steps, method, strength, return_trajectory, seed
                 )
                 if not torch.isfinite(solution.x).all():
                     raise NonFiniteOutputError(
@@ -382,7 +426,7 @@ def _load_examples(folder: Path) -> dict[str, list[Image.Image]]:
 
 
 def _load(image: Image.Image | str | Path) -> Image.Image:
-    return load_rgb(image) if isinstance(image, (str, Path)) else to_rgb(image)
+    return load_rgb(image) if isinstance(image, (str, Path)) else as_srgb(image)
 
 
 def _resized(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:

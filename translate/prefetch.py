@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from translate.coupling import DatasetPlan, Pairing
-from translate.storage import LatentSampler
+from translate.latent_sampling import LatentSampler
 
 GENERATORS = ("data", "coupling")  # the streams the worker owns
 

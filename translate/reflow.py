@@ -12,8 +12,9 @@ Alg. 1), and each pair keeps one *real* end, as in the iterative Markovian fitti
 - ``b2a`` pairs (a, T_AB(a)) for every training A-latent a: B -> A ends at a real A-latent;
 - ``both`` holds both sets (one field serves both directions).
 
-T_AB and T_BA are ``nfe`` Euler steps of the field, as at inference (``translate.flow``'s time
-convention: A at t = 0, B at t = 1).
+T_AB and T_BA are the field's inference translations (``translate.flow``'s time convention:
+A at t = 0, B at t = 1), given as a ``Translate`` function; training uses ``reflow.nfe`` Euler
+steps of the EMA field.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from safetensors.torch import save_file
 from translate import atomic
 from translate.config import REFLOW_PAIRS as PAIR_SETS
 from translate.coupling import Pairing, pairwise_cost
-from translate.flow import time_span
-from translate.solvers import integrate
-from translate.storage import LatentSampler
+from translate.latent_sampling import LatentSampler
 
-Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (latents (batch, C, h, w) on the device, direction "a2b" | "b2a") -> their translations
+Translate = Callable[[torch.Tensor, str], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -64,50 +64,47 @@ class ReflowPairs:
 
 
 def translate_all(
-    field: Field,
+    translate: Translate,
     latents: torch.Tensor,
     direction: str,
-    nfe: int,
     device: torch.device | str = "cpu",
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """Every row of ``latents`` (N, C, h, w) translated by ``nfe`` Euler steps -> (N, C, h, w).
+    """Every row of ``latents`` (N, C, h, w) translated in ``direction`` -> (N, C, h, w).
 
-    Batch by batch on ``device`` in float32 (``latents`` may be a memory-mapped cache);
-    returns float32 on the CPU. Raises ValueError for ``nfe`` < 1.
+    Batch by batch, in order, on ``device`` in float32 (``latents`` may be a memory-mapped
+    cache); returns float32 on the CPU.
     """
-    t0, t1 = time_span(direction)
     out = []
     for start in range(0, len(latents), batch_size):
         x = latents[start : start + batch_size].to(device).float()
-        out.append(integrate(field, x, t0, t1, nfe, "euler").x.float().cpu())
+        out.append(translate(x, direction).float().cpu())
     return torch.cat(out) if out else latents.float().cpu()
 
 
 def generate_pairs(
-    field: Field,
+    translate: Translate,
     latents_a: torch.Tensor,
     latents_b: torch.Tensor,
-    nfe: int,
     pair_set: str = "both",
     device: torch.device | str = "cpu",
 ) -> ReflowPairs:
     """The pairs of one reflow round from the training latents of A (N_A, ...) and B (N_B, ...).
 
     ``pair_set`` is ``a2b`` (N_B pairs (T_BA(b), b)), ``b2a`` (N_A pairs (a, T_AB(a))) or
-    ``both`` (the a2b pairs, then the b2a pairs); ``field`` runs on ``device``. The pairs are
-    float32 on the CPU and take 2 x (N_A + N_B) latents of memory for ``both``. Deterministic:
-    the same field gives the same pairs. Raises ValueError for an unknown ``pair_set``.
+    ``both`` (the a2b pairs, then the b2a pairs); ``translate`` runs on ``device``. The pairs
+    are float32 on the CPU and take 2 x (N_A + N_B) latents of memory for ``both``.
+    Deterministic when ``translate`` is. Raises ValueError for an unknown ``pair_set``.
     """
     if pair_set not in PAIR_SETS:
         raise ValueError(f"pair_set must be one of {PAIR_SETS}, got {pair_set!r}")
     x0, x1 = [], []
     if pair_set in ("both", "a2b"):
-        x0.append(translate_all(field, latents_b, "b2a", nfe, device))
+        x0.append(translate_all(translate, latents_b, "b2a", device))
         x1.append(latents_b.float().cpu())
     if pair_set in ("both", "b2a"):
         x0.append(latents_a.float().cpu())
-        x1.append(translate_all(field, latents_a, "a2b", nfe, device))
+        x1.append(translate_all(translate, latents_a, "a2b", device))
     return ReflowPairs(torch.cat(x0), torch.cat(x1))
 
 

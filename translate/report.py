@@ -112,29 +112,33 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
     if command:
         lines += ["", "```", command, "```"]
     for direction in dict.fromkeys(r.direction for r in outcome.rows):
-        rows = [r for r in outcome.rows if r.direction == direction]
-        keys = [c for c in COLUMNS if any(c[0] in r.scores for r in rows)]
-        title = f"{a} → {b}" if direction == "a2b" else f"{b} → {a}"
-        lines += ["", f"## {title} (`{direction}`)", ""]
-        header = ["model", "solver", "steps", "NFE"] + [
-            t.format(realism=realism) for _, t, _, _ in keys
-        ]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for r in rows:
-            cells = [r.model, r.method or "–", str(r.steps or "–"), _nfe(r)]
-            cells += [_cell(r.scores.get(k), fmt) for k, _, fmt, _ in keys]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"![metrics against NFE](plot-{direction}.png)"]
-        for key in outcome.grids:
-            if f"/{direction}/" in key:
-                name = files[f"grid:{key}"].name
-                lines += [
-                    "",
-                    f"`{key}`: {' | '.join(outcome.grid_columns[key])}",
-                    "",
-                    f"![{key}]({name})",
-                ]
+        lines += _direction_section(outcome, files, direction, realism)
     return "\n".join(lines) + "\n"
+
+
+def _direction_section(
+    outcome: Outcome, files: dict[str, Path], direction: str, realism: str
+) -> list[str]:
+    """One direction's table, its plot and its grids, as markdown lines."""
+    a, b = outcome.meta["domains"]
+    rows = [r for r in outcome.rows if r.direction == direction]
+    keys = [c for c in COLUMNS if any(c[0] in r.scores for r in rows)]
+    title = f"{a} → {b}" if direction == "a2b" else f"{b} → {a}"
+    lines = ["", f"## {title} (`{direction}`)", ""]
+    header = ["model", "solver", "steps", "NFE"]
+    header += [title_.format(realism=realism) for _, title_, _, _ in keys]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r.model, r.method or "–", str(r.steps or "–"), _nfe(r)]
+        cells += [_cell(r.scores.get(k), fmt) for k, _, fmt, _ in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"![metrics against NFE](plot-{direction}.png)"]
+    for key in outcome.grids:
+        if f"/{direction}/" in key:
+            name = files[f"grid:{key}"].name
+            columns = " | ".join(outcome.grid_columns[key])
+            lines += ["", f"`{key}`: {columns}", "", f"![{key}]({name})"]
+    return lines
 
 
 def _nfe(r: Row) -> str:

@@ -82,10 +82,10 @@ def open_upload(
     return read_source(path)
 
 
-def check_settings(direction: str, steps: int, method: str, strength: float) -> None:
+def check_settings(direction: str, steps: int, method: str, strength: float, seed: int = 0) -> None:
     """``ValueError`` for settings a request may not use: ``TranslationOptions``' rules and,
     so that one request cannot hold the queue, at most ``MAX_STEPS`` steps."""
-    TranslationOptions(direction, steps, method, float(strength))
+    TranslationOptions(direction, steps, method, float(strength), seed)
     if int(steps) > MAX_STEPS:
         raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
 
@@ -99,9 +99,10 @@ def translate_upload(
     strength: float = 1.0,
     max_mb: float = MAX_UPLOAD_MB,
     max_megapixels: float = MAX_MEGAPIXELS,
+    seed: int = 0,
 ) -> Translation:
     """Translate one uploaded file at its own size, with the path's frames."""
-    check_settings(direction, steps, method, strength)
+    check_settings(direction, steps, method, strength, seed)
     source = open_upload(path, max_mb, max_megapixels)
     (frames,) = translator(
         [source.rgb],
@@ -111,6 +112,7 @@ def translate_upload(
         float(strength),
         return_trajectory=True,
         size="native",
+        seed=int(seed),
     )
     image = with_alpha(frames[-1], restore_alpha(source.alpha, frames[-1]))
     return Translation(image, [preview(f) for f in frames], frames.times, source.note)
@@ -127,6 +129,7 @@ def translate_many(
     max_mb: float = MAX_UPLOAD_MB,
     names: Sequence[str] | None = None,
     max_megapixels: float = MAX_MEGAPIXELS,
+    seed: int = 0,
 ) -> tuple[list[tuple[str, Image.Image]], list[tuple[str, str]]]:
     """Translate several uploads; bad files are skipped, never fatal.
 
@@ -134,7 +137,7 @@ def translate_many(
     ``([(name, image)], [(name, reason)])``: the outputs in input order, and the files that
     could not be read or whose translation is not finite, with the reason.
     """
-    check_settings(direction, steps, method, strength)
+    check_settings(direction, steps, method, strength, seed)
     names = list(names) if names is not None else [Path(p).name for p in paths]
     good: list[tuple[str, SourceImage]] = []
     failed: list[tuple[str, str]] = []
@@ -154,6 +157,7 @@ def translate_many(
             float(strength),
             batch_size=batch_size,
             size="native",
+            seed=int(seed),
         ),
         [source.rgb for _, source in good],
     )

@@ -39,19 +39,21 @@ from translate.errors import TranslateError, first_line, is_disk_full, require
 from translate.flow import (
     CFMStep,
     ProbabilityPath,
+    SourceCondition,
     build_path,
     cfm_step,
+    noised_sources,
     predicted_endpoints,
     rollout_states,
 )
 from translate.images import grid, load_rgb, resize_center_crop
+from translate.latent_sampling import LatentSampler, free_memory, keep_in_memory
 from translate.latents import quiet_diffusers
 from translate.model import build_unet, velocity
 from translate.pipeline import Translator, TranslatorInfo
 from translate.prefetch import MinibatchPairs, PairStream, PlanPairs
 from translate.reflow import ReflowPairs, ReflowSource, generate_pairs, round_start, round_starts
-from translate.stages import PreparedData, prepare_data
-from translate.storage import LatentSampler, free_memory, keep_in_memory
+from translate.training_data import PreparedData, prepare_data
 
 # A trained UNet's weights stay within a few units and its velocities within a few latent
 # standard deviations; values this large mean the run diverged (NaN guard, docs in _save).
@@ -205,7 +207,7 @@ class Trainer:
         latent_shape = tuple(data.train_a.latents.shape[1:])  # (C, h, w)
         self.latent_shape = latent_shape
         torch.manual_seed(cfg.train.seed)
-        unet = build_unet(cfg.model, latent_shape[-1], latent_shape[0])
+        unet = self._build_unet()
         self.ema = EMAModel(
             unet.parameters(),
             decay=cfg.train.ema_decay,
@@ -256,6 +258,26 @@ class Trainer:
             )
         self.step = 0
         self._samples: list | None = None  # see _sample_sources
+
+    def _build_unet(self) -> UNet2DModel:
+        shape = self.latent_shape  # (C, h, w)
+        return build_unet(self.cfg.model, shape[-1], shape[0], self.cfg.flow.source_condition)
+
+    def _reflow_translate(self, first: int):
+        """(latents, direction) -> their translations by the EMA field in ``reflow.nfe`` Euler
+        steps; a source-noised field's noise comes from a stream seeded by the run's seed and
+        the round's first step, so that every process draws the same pairs."""
+        translator, nfe = self.translator(), self.cfg.reflow.nfe  # the EMA weights, in float32
+        draw = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + first)
+
+        def translate(latents: torch.Tensor, direction: str) -> torch.Tensor:
+            noise = None
+            if translator.info.source_noise:
+                noise = torch.randn(latents.shape, generator=draw)
+            solution = translator.translate_latents(latents, direction, nfe, noise=noise)
+            return solution.x
+
+        return translate
 
     def _pair_source(
         self, sample_a: LatentSampler, sample_b: LatentSampler
@@ -351,10 +373,11 @@ class Trainer:
         rollout = self._rollout(pairing, weight)
         # the rolled-out states join the regression's forward pass only when the generator
         # term needs their gradient
-        field = JointField(self.unet, rollout, join=bool(weight))
-        step = cfm_step(
-            field, pairing.x0, pairing.x1, self.path, self.gens.path, cfg.flow.time_sampling
-        )
+        x0, x1, condition = pairing.x0, pairing.x1, None
+        if cfg.flow.source_condition:  # roles and source noise (translate.flow.noised_sources)
+            x0, x1, condition = noised_sources(x0, x1, cfg.flow.source_noise, self.gens.path)
+        field = JointField(self.unet, rollout, join=bool(weight), condition=condition)
+        step = cfm_step(field, x0, x1, self.path, self.gens.path, cfg.flow.time_sampling)
         adv = self._adversarial_step(step, field, weight)
         loss = step.loss
         if adv is not None and adv.generator is not None:
@@ -392,8 +415,7 @@ class Trainer:
         if first == self.step:
             a, b = (sampler.latents for sampler in self.samplers)
             acc.print(f"reflow: translating {len(a)} + {len(b)} training latents ({cfg.nfe} steps)")
-            field = self.translator().field  # the EMA weights, in float32
-            pairs = generate_pairs(field, a, b, cfg.nfe, cfg.pairs, acc.device)
+            pairs = generate_pairs(self._reflow_translate(first), a, b, cfg.pairs, acc.device)
             if acc.is_main_process:
                 pairs.save(path, metadata)
             acc.wait_for_everyone()
@@ -446,9 +468,16 @@ class Trainer:
         x = torch.cat([real_a[:m], real_b[:m]])
         t_start = torch.cat([torch.zeros(m), torch.ones(m)]).to(x.device)
         k = torch.randint(0, steps, (2 * m,), generator=self.gens.rollout, device=x.device)
+        condition = None
+        if self.cfg.flow.source_condition:  # start from the noised sources, as inference does
+            condition = SourceCondition.of(x, t_start == 1)
+            eps = torch.randn(x.shape, generator=self.gens.rollout, device=x.device)
+            x = x + self.cfg.flow.source_noise * eps
         with torch.no_grad():
-            x_k, t_k = rollout_states(lambda y, t: velocity(self.unet, y, t), x, t_start, steps, k)
-        return Rollout(x_k, t_k, m)
+            x_k, t_k = rollout_states(
+                lambda y, t: velocity(self.unet, y, t, condition), x, t_start, steps, k
+            )
+        return Rollout(x_k, t_k, m, condition)
 
     def _adversarial_step(
         self, step: CFMStep, field: JointField, weight: float | None
@@ -468,7 +497,7 @@ class Trainer:
             v = field.extra_velocity
             if v is None:  # generator term off: the fakes alone, the field's pass untouched
                 with torch.no_grad():
-                    v = velocity(self.unet, rollout.x, rollout.t)
+                    v = velocity(self.unet, rollout.x, rollout.t, rollout.condition)
             z_a, z_b = predicted_endpoints(rollout.x, rollout.t, v)
             fake = Endpoints(z_a[m:], z_b[:m])
             both = endpoint_weights(rollout.t, self.cfg.adversarial.weighting)
@@ -510,8 +539,9 @@ class Trainer:
                 raise TranslateError(self._poisoned(f"the largest of the {name}", peak, now=True))
         translator = self.translator()
         latents = torch.cat([latents for _, _, latents in self._sample_sources()])
+        latents = latents.to(translator.device)
         with torch.no_grad():
-            v = translator.field(latents.to(translator.device), torch.zeros(len(latents)))
+            v = translator.velocity_field(latents, "a2b")(latents, torch.zeros(len(latents)))
         peak = v.abs().max().item()
         if not math.isfinite(peak) or peak > VELOCITY_LIMIT:
             raise TranslateError(self._poisoned("the largest velocity", peak, now=True))
@@ -528,7 +558,7 @@ class Trainer:
     # ----------------------------------------------------------------------- checkpoints
     def translator(self) -> Translator:
         """A Translator on the current EMA weights (the exported and sampled model)."""
-        unet = build_unet(self.cfg.model, self.latent_shape[-1], self.latent_shape[0])
+        unet = self._build_unet()
         self.ema.copy_to(unet.parameters())
         info = TranslatorInfo(
             domain_a=self.data.source.name_a,
@@ -537,6 +567,8 @@ class Trainer:
             objective=self.cfg.flow.objective,
             sigma=self.cfg.flow.sigma,
             step=self.step,
+            source_condition=self.cfg.flow.source_condition,
+            source_noise=self.cfg.flow.source_noise,
             config=to_dict(self.cfg),
         )
         examples = {direction: images for direction, images, _ in self._sample_sources()}
@@ -681,6 +713,7 @@ class Rollout:
     x: torch.Tensor  # (2 * per_domain, C, h, w)
     t: torch.Tensor  # (2 * per_domain,), their times
     per_domain: int
+    condition: SourceCondition | None = None  # their clean sources, for a conditioned field
 
 
 class JointField:
@@ -690,17 +723,27 @@ class JointField:
     rolled-out states' velocities are kept in ``extra_velocity`` (batch order preserved).
     """
 
-    def __init__(self, unet, rollout: Rollout | None = None, join: bool = True) -> None:
+    def __init__(
+        self,
+        unet,
+        rollout: Rollout | None = None,
+        join: bool = True,
+        condition: SourceCondition | None = None,
+    ) -> None:
         self.unet, self.rollout = unet, rollout  # the step's rolled-out states, if any
         self.join = join and rollout is not None  # evaluate them in the same pass
+        self.condition = condition  # of the regression's rows, for a conditioned field
         self.extra_velocity: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if not self.join:
-            return velocity(self.unet, x, t)
-        v = velocity(self.unet, torch.cat([x, self.rollout.x]), torch.cat([t, self.rollout.t]))
-        self.extra_velocity = v[len(x) :]
-        return v[: len(x)]
+            return velocity(self.unet, x, t, self.condition)
+        both = None if self.condition is None else self.condition.cat(self.rollout.condition)
+        n = len(x)
+        x, t = torch.cat([x, self.rollout.x]), torch.cat([t, self.rollout.t])
+        v = velocity(self.unet, x, t, both)
+        self.extra_velocity = v[n:]
+        return v[:n]
 
 
 @dataclass
