@@ -73,7 +73,7 @@ def pick_device(name: str) -> torch.device:
 
 def cached_train_latents(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The trainA and trainB latents found in a latent cache folder (e.g. after the default run)."""
-    from translate.latents import load_latent_file
+    from translate.latent_cache import load_latent_file
 
     found: dict[str, torch.Tensor] = {}
     for path in sorted(Path(folder).glob("*.safetensors")):

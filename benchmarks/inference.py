@@ -20,8 +20,8 @@ from PIL import Image
 
 from translate import Translator
 from translate.autoencoder import build_autoencoder
+from translate.codec import LatentCodec
 from translate.config import Config
-from translate.latents import LatentCodec
 from translate.model import build_unet
 from translate.pipeline import TranslatorInfo, resolve_vae_dtype
 

@@ -24,8 +24,8 @@ from safetensors.torch import save_file
 from translate.config import load_config
 from translate.coupling import ExactOTCoupler, IndependentCoupler
 from translate.flow import build_path
+from translate.latent_cache import load_latent_file
 from translate.latent_sampling import LatentSampler
-from translate.latents import load_latent_file
 from translate.model import build_unet
 from translate.prefetch import MinibatchPairs, PairStream
 from translate.train import Generators, flow_step

@@ -63,8 +63,8 @@ def tiny_translator(
     import torch
 
     from translate import Translator
+    from translate.codec import LatentCodec
     from translate.config import ModelConfig
-    from translate.latents import LatentCodec
     from translate.model import build_unet
     from translate.pipeline import TranslatorInfo
 

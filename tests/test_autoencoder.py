@@ -4,9 +4,9 @@ import pytest
 
 from translate import autoencoder
 from translate.autoencoder import STATE_DIR, train_autoencoder
+from translate.codec import LatentCodec
 from translate.config import OwnVAEConfig
 from translate.images import scan_images
-from translate.latents import LatentCodec
 
 CFG = OwnVAEConfig(
     block_out_channels=[8, 16],

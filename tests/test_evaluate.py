@@ -5,7 +5,7 @@ import torch
 
 from translate import metrics
 from translate.cli import eval_main
-from translate.latents import LatentCodec
+from translate.codec import LatentCodec
 
 
 @pytest.fixture(scope="module")

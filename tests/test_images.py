@@ -120,7 +120,7 @@ def test_an_icc_tagged_image_is_one_tensor_in_training_and_in_the_translator(tmp
 
     from translate.autoencoder import _load_pixels
     from translate.evaluate import load_images
-    from translate.latents import _ImageFiles
+    from translate.latent_cache import _ImageFiles
 
     pixels = np.zeros((24, 20, 3), np.uint8)
     pixels[..., 0], pixels[:, :10, 2] = 200, 60  # red, a little blue on the left

@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from translate.latent_cache import load_latent_file
 from translate.latent_sampling import MEMORY_SHARE, LatentSampler, keep_in_memory
-from translate.latents import load_latent_file
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from translate.atomic import atomic_dir
+from translate.codec import LatentCodec
 from translate.config import OwnVAEConfig
 from translate.images import load_rgb, resize_center_crop, to_tensor
-from translate.latents import EncodeSpec, LatentCodec, cache_key, encode_files
+from translate.latent_cache import EncodeSpec, cache_key, encode_files
 
 STATE_DIR = ".stage1-state"
 

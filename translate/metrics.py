@@ -24,7 +24,7 @@ from torchmetrics.functional.image import (
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from translate.latents import LatentCodec
+from translate.codec import LatentCodec
 
 LATENT_POOL = 8  # latent features are average-pooled to at most 8 x 8 positions
 

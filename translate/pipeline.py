@@ -26,10 +26,10 @@ from diffusers import UNet2DModel
 from PIL import Image
 
 from translate.atomic import atomic_dir
+from translate.codec import LatentCodec
 from translate.errors import TranslateError, first_line
 from translate.flow import SourceCondition, time_span
 from translate.images import as_srgb, load_rgb, resize_center_crop, to_pil, to_tensor
-from translate.latents import LatentCodec
 from translate.model import velocity
 from translate.solvers import METHODS, Solution, integrate
 

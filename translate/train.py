@@ -33,6 +33,7 @@ from translate.adversarial import (
     endpoint_weights,
     ramp,
 )
+from translate.codec import quiet_diffusers
 from translate.config import Config, config_from_dict, to_dict, to_yaml
 from translate.coupling import Coupler, DatasetPlan, GlobalCoupler, Pairing, build_coupler
 from translate.errors import TranslateError, first_line, is_disk_full, require
@@ -48,7 +49,6 @@ from translate.flow import (
 )
 from translate.images import grid, load_rgb, resize_center_crop
 from translate.latent_sampling import LatentSampler, free_memory, keep_in_memory
-from translate.latents import quiet_diffusers
 from translate.model import build_unet, velocity
 from translate.pipeline import Translator, TranslatorInfo
 from translate.prefetch import MinibatchPairs, PairStream, PlanPairs

@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 
 from translate.autoencoder import autoencoder_dir, train_autoencoder
+from translate.codec import LatentCodec
 from translate.config import Config, check_resolution
 from translate.data import ImageSource, open_source
-from translate.latents import EncodeSpec, LatentCodec, LatentSet, cached_latents
+from translate.latent_cache import EncodeSpec, LatentSet, cached_latents
 
 
 @dataclass(frozen=True)

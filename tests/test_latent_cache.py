@@ -4,10 +4,11 @@ import pytest
 import torch
 from diffusers import AutoencoderTiny
 
-from translate import latents as latents_module
+from translate import latent_cache as latents_module
+from translate.codec import LatentCodec
 from translate.errors import TranslateError
 from translate.images import scan_images
-from translate.latents import EncodeSpec, LatentCodec, cached_latents, load_latent_file
+from translate.latent_cache import EncodeSpec, cached_latents, load_latent_file
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_tiny_autoencoder_and_subfolder(tmp_path):
 def test_an_unreachable_hub_says_so_at_once_and_offers_the_ways_out(monkeypatch):
     import socket
 
-    from translate import latents
+    from translate import codec as latents
 
     attempts = []
 
