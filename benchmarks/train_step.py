@@ -22,13 +22,13 @@ from common import machine, pick_device, sync, table, timed, write_json
 from safetensors.torch import save_file
 
 from translate.config import load_config
-from translate.coupling import ExactOTCoupler, IndependentCoupler
+from translate.coupling import ExactOTCoupler, IndependentCoupler, MinibatchPairs
 from translate.flow import build_path
 from translate.latent_cache import load_latent_file
 from translate.latent_sampling import LatentSampler
 from translate.model import build_unet
-from translate.prefetch import MinibatchPairs, PairStream
-from translate.train import Generators, flow_step
+from translate.prefetch import Generators, PairStream
+from translate.train import flow_step
 
 
 def latent_shape(cfg) -> tuple[int, int, int]:

@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from translate.coupling import ExactOTCoupler, SinkhornCoupler
+from translate.coupling import ExactOTCoupler, MinibatchPairs, SinkhornCoupler
 from translate.latent_sampling import LatentSampler
-from translate.prefetch import MinibatchPairs, PairStream
-from translate.train import Generators
+from translate.prefetch import Generators, PairStream
 
 
 def _stream(coupler, overlap, states=None):
@@ -68,8 +67,7 @@ def test_worker_errors_reach_the_trainer():
 
 
 def test_plan_pairs_draw_distinct_rows_with_their_plan_partners():
-    from translate.coupling import DatasetPlan
-    from translate.prefetch import PlanPairs
+    from translate.coupling import DatasetPlan, PlanPairs
 
     g = torch.Generator().manual_seed(0)
     latents_a, latents_b = torch.randn(40, 2, 3, 3, generator=g), torch.randn(40, 2, 3, 3)

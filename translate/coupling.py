@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from translate.config import FlowConfig
 from translate.errors import TranslateError
+from translate.latent_sampling import LatentSampler
 
 
 @dataclass(frozen=True)
@@ -200,3 +201,30 @@ class DatasetPlan:
         )
         pick = torch.searchsorted(cumulative, target, right=True)
         return self.cols[torch.minimum(torch.maximum(pick, first), last - 1)]
+
+
+# ----------------------------------------------------------------- pair sources
+class MinibatchPairs:
+    """Each step: an A-batch and a B-batch drawn independently, paired by ``coupler``."""
+
+    def __init__(self, sample_a: LatentSampler, sample_b: LatentSampler, coupler) -> None:
+        self.sample_a, self.sample_b, self.coupler = sample_a, sample_b, coupler
+        self.device = sample_a.device
+
+    def __call__(self, n: int, gens) -> Pairing:
+        x0 = self.sample_a.draw(n, gens.data)
+        x1 = self.sample_b.draw(n, gens.data)
+        return self.coupler(x0, x1, gens.coupling)
+
+
+class PlanPairs:
+    """Each step: n distinct A-latents and, for each, a partner from a fixed ``DatasetPlan``."""
+
+    def __init__(self, sample_a: LatentSampler, sample_b: LatentSampler, plan: DatasetPlan):
+        self.sample_a, self.sample_b, self.plan = sample_a, sample_b, plan
+        self.device = sample_a.device
+
+    def __call__(self, n: int, gens) -> Pairing:
+        rows = self.sample_a.indices(n, gens.data)
+        cols = self.plan.partners(rows, gens.coupling)
+        return Pairing(self.sample_a.take(rows), self.sample_b.take(cols), self.plan.cost_ratio)

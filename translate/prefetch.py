@@ -10,45 +10,51 @@ from __future__ import annotations
 
 import contextlib
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
 
-from translate.coupling import DatasetPlan, Pairing
-from translate.latent_sampling import LatentSampler
+from translate.coupling import Pairing
 
 GENERATORS = ("data", "coupling")  # the streams the worker owns
 
 
-class MinibatchPairs:
-    """Each step: an A-batch and a B-batch drawn independently, paired by ``coupler``."""
+@dataclass
+class Generators:
+    """Every random stream of the loop; saved and restored with each state."""
 
-    def __init__(self, sample_a: LatentSampler, sample_b: LatentSampler, coupler) -> None:
-        self.sample_a, self.sample_b, self.coupler = sample_a, sample_b, coupler
-        self.device = sample_a.device
+    data: torch.Generator  # batch indices (per process)
+    path: torch.Generator  # t and noise (per process, on the training device)
+    coupling: torch.Generator  # sinkhorn sampling (identical on all processes)
+    # rolled-out step counts (per process, on the training device): apart from ``path`` so
+    # that training the discriminators alone leaves the field's random draws as they were
+    rollout: torch.Generator
 
-    def __call__(self, n: int, gens) -> Pairing:
-        x0 = self.sample_a.draw(n, gens.data)
-        x1 = self.sample_b.draw(n, gens.data)
-        return self.coupler(x0, x1, gens.coupling)
+    ON_DEVICE = ("path", "rollout")  # the streams that live on the training device
 
+    @classmethod
+    def create(cls, seed: int, rank: int, device: torch.device) -> Generators:
+        return cls(
+            torch.Generator().manual_seed(seed * 7919 + rank),
+            torch.Generator(device).manual_seed(seed * 104729 + rank),
+            torch.Generator().manual_seed(seed),
+            torch.Generator(device).manual_seed(seed * 1299709 + rank),
+        )
 
-class PlanPairs:
-    """Each step: n distinct A-latents and, for each, a partner from a fixed ``DatasetPlan``."""
+    def state(self) -> dict[str, torch.Tensor]:
+        names = ("data", "path", "coupling", "rollout")
+        return {name: getattr(self, name).get_state() for name in names}
 
-    def __init__(self, sample_a: LatentSampler, sample_b: LatentSampler, plan: DatasetPlan):
-        self.sample_a, self.sample_b, self.plan = sample_a, sample_b, plan
-        self.device = sample_a.device
-
-    def __call__(self, n: int, gens) -> Pairing:
-        rows = self.sample_a.indices(n, gens.data)
-        cols = self.plan.partners(rows, gens.coupling)
-        return Pairing(self.sample_a.take(rows), self.sample_b.take(cols), self.plan.cost_ratio)
+    def restore(self, states: dict[str, torch.Tensor]) -> None:
+        for name, value in states.items():
+            getattr(self, name).set_state(value)
 
 
 class PairStream:
     """``next()`` gives the pairing of each step in order; ``generator_state()`` the resume point.
 
-    ``source(n, gens)`` returns the n pairs of one step (``MinibatchPairs`` or ``PlanPairs``)
+    ``source(n, gens)`` returns the n pairs of one step (``translate.coupling.MinibatchPairs``,
+    ``PlanPairs`` or ``translate.reflow.ReflowSource``)
     and uses only ``gens.data`` and ``gens.coupling``.
     """
 

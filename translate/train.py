@@ -35,7 +35,15 @@ from translate.adversarial import (
 )
 from translate.codec import quiet_diffusers
 from translate.config import Config, config_from_dict, to_dict, to_yaml
-from translate.coupling import Coupler, DatasetPlan, GlobalCoupler, Pairing, build_coupler
+from translate.coupling import (
+    Coupler,
+    DatasetPlan,
+    GlobalCoupler,
+    MinibatchPairs,
+    Pairing,
+    PlanPairs,
+    build_coupler,
+)
 from translate.errors import TranslateError, first_line, is_disk_full, require
 from translate.flow import (
     CFMStep,
@@ -51,7 +59,7 @@ from translate.images import grid, load_rgb, resize_center_crop
 from translate.latent_sampling import LatentSampler, free_memory, keep_in_memory
 from translate.model import build_unet, velocity
 from translate.pipeline import Translator, TranslatorInfo
-from translate.prefetch import MinibatchPairs, PairStream, PlanPairs
+from translate.prefetch import Generators, PairStream
 from translate.reflow import ReflowPairs, ReflowSource, generate_pairs, round_start, round_starts
 from translate.training_data import PreparedData, prepare_data
 
@@ -59,37 +67,6 @@ from translate.training_data import PreparedData, prepare_data
 # standard deviations; values this large mean the run diverged (NaN guard, docs in _save).
 WEIGHT_LIMIT = 1e4
 VELOCITY_LIMIT = 1e3
-
-
-@dataclass
-class Generators:
-    """Every random stream of the loop; saved and restored with each state."""
-
-    data: torch.Generator  # batch indices (per process)
-    path: torch.Generator  # t and noise (per process, on the training device)
-    coupling: torch.Generator  # sinkhorn sampling (identical on all processes)
-    # rolled-out step counts (per process, on the training device): apart from ``path`` so
-    # that training the discriminators alone leaves the field's random draws as they were
-    rollout: torch.Generator
-
-    ON_DEVICE = ("path", "rollout")  # the streams that live on the training device
-
-    @classmethod
-    def create(cls, seed: int, rank: int, device: torch.device) -> Generators:
-        return cls(
-            torch.Generator().manual_seed(seed * 7919 + rank),
-            torch.Generator(device).manual_seed(seed * 104729 + rank),
-            torch.Generator().manual_seed(seed),
-            torch.Generator(device).manual_seed(seed * 1299709 + rank),
-        )
-
-    def state(self) -> dict[str, torch.Tensor]:
-        names = ("data", "path", "coupling", "rollout")
-        return {name: getattr(self, name).get_state() for name in names}
-
-    def restore(self, states: dict[str, torch.Tensor]) -> None:
-        for name, value in states.items():
-            getattr(self, name).set_state(value)
 
 
 def flow_step(
