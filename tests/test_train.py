@@ -424,6 +424,21 @@ def test_a_source_conditioned_run_trains_resumes_exactly_and_translates_by_seed(
     assert first.tobytes() == again.tobytes() != other.tobytes()
 
 
+def test_tensorboard_logs_the_losses_and_the_sample_grids(workspace):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tmp, _, config = workspace
+    out = tmp / "run-logged"
+    train_module.main(config("train.log_with=tensorboard", f"train.output_dir={out}"))
+    scalars, images = set(), set()  # the hyperparameters are written to a folder of their own
+    for folder in {p.parent for p in out.rglob("events.out.tfevents.*")}:
+        tags = EventAccumulator(str(folder)).Reload().Tags()
+        scalars |= set(tags["scalars"])
+        images |= set(tags["images"])
+    assert "loss" in scalars
+    assert "samples" in images  # the grids of steps 3 and 6
+
+
 def test_finished_run_missing_its_final_checkpoint_exports_it_again(workspace):
     tmp, _, config = workspace
     cfg = config("train.steps=3", "train.checkpoint_every=3")

@@ -207,6 +207,9 @@ class Trainer:
         )
         self.unet, self.optimizer, self.scheduler = accelerator.prepare(unet, optimizer, scheduler)
         self.ema.to(accelerator.device)
+        # the EMA weights travel with every save_state / load_state, as safetensors
+        accelerator.register_save_state_pre_hook(self._save_ema)
+        accelerator.register_load_state_pre_hook(self._load_ema)
         device = accelerator.device
         self.gens = Generators.create(cfg.train.seed, accelerator.process_index, device)
         train_sets = (data.train_a.latents, data.train_b.latents)  # float16 memory maps
@@ -567,7 +570,6 @@ class Trainer:
         save_file(streams, str(tmp / f"generators_{acc.process_index}.safetensors"))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            self.ema.save_pretrained(str(tmp / "ema"))
             if self.adversary is not None:
                 self.adversary.save(tmp / "adversarial")
             trainer_state = {"step": self.step, "device": acc.device.type}
@@ -613,13 +615,21 @@ class Trainer:
                 "use a new train.output_dir to start again"
             )
 
+    def _save_ema(self, models, weights, output_dir: str) -> None:
+        """accelerate's save-state hook: the EMA weights as ``ema/``, a diffusers folder."""
+        if self.accelerator.is_main_process:
+            self.ema.save_pretrained(str(Path(output_dir) / "ema"))
+
+    def _load_ema(self, models, input_dir: str) -> None:
+        """accelerate's load-state hook: the EMA weights from ``ema/``."""
+        with quiet_diffusers():  # EMA fields in config.json are not UNet arguments
+            ema = EMAModel.from_pretrained(str(Path(input_dir) / "ema"), model_cls=UNet2DModel)
+        self.ema.load_state_dict(ema.state_dict())
+        self.ema.to(self.accelerator.device)
+
     def _load_state(self, state: Path) -> None:
         acc = self.accelerator
-        acc.load_state(str(state))
-        with quiet_diffusers():  # EMA fields in config.json are not UNet arguments
-            ema = EMAModel.from_pretrained(str(state / "ema"), model_cls=UNet2DModel)
-        self.ema.load_state_dict(ema.state_dict())
-        self.ema.to(acc.device)
+        acc.load_state(str(state))  # with the EMA (_load_ema)
         if self.adversary is not None:
             self.adversary.load(state / "adversarial")
         trainer_state = json.loads((state / "trainer_state.json").read_text())
@@ -678,9 +688,9 @@ class Trainer:
         path = self.out / "samples" / f"{runs.step_name('step', self.step)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
-        for tracker in self.accelerator.trackers:
-            if tracker.name == "tensorboard":
-                tracker.writer.add_image("samples", np.asarray(image), self.step, dataformats="HWC")
+        if self.cfg.train.log_with == "tensorboard":
+            writer = self.accelerator.get_tracker("tensorboard", unwrap=True)  # a SummaryWriter
+            writer.add_image("samples", np.asarray(image), self.step, dataformats="HWC")
 
 
 @dataclass(frozen=True)
