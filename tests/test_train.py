@@ -345,6 +345,22 @@ class Interrupted(Exception):
     pass
 
 
+def _stop_after_then_resume(monkeypatch, step: int, cfg) -> None:
+    """Train ``cfg``, stopping right after the state of ``step`` is saved; then run it again."""
+    save = train_module.Trainer._save
+
+    def save_then_stop(self, final):
+        save(self, final)
+        if self.step == step:
+            raise Interrupted
+
+    monkeypatch.setattr(train_module.Trainer, "_save", save_then_stop)
+    with pytest.raises(Interrupted):
+        train_module.main(cfg)
+    monkeypatch.setattr(train_module.Trainer, "_save", save)
+    train_module.main(cfg)
+
+
 def test_reflow_rounds_train_on_their_pairs_and_resume_exactly(workspace, monkeypatch):
     from translate.reflow import ReflowPairs
 
@@ -365,18 +381,7 @@ def test_reflow_rounds_train_on_their_pairs_and_resume_exactly(workspace, monkey
     pairs = ReflowPairs.load(whole / "reflow" / files[0], metadata)
     assert len(pairs) == 2 * 12  # every training latent of both domains (12 each), translated
     # stopped after the state of step 4, inside the first round: the resumed run reads its pairs
-    save = train_module.Trainer._save
-
-    def save_then_stop(self, final):
-        save(self, final)
-        if self.step == 4:
-            raise Interrupted
-
-    monkeypatch.setattr(train_module.Trainer, "_save", save_then_stop)
-    with pytest.raises(Interrupted):
-        train_module.main(config(*common, f"train.output_dir={split}"))
-    monkeypatch.setattr(train_module.Trainer, "_save", save)
-    train_module.main(config(*common, f"train.output_dir={split}"))
+    _stop_after_then_resume(monkeypatch, 4, config(*common, f"train.output_dir={split}"))
     assert _final_unet(split) == _final_unet(whole)
     # a round's pairs that are gone cannot be drawn again from a later state: one line
     (split / "reflow" / files[0]).unlink()
@@ -403,18 +408,7 @@ def test_a_source_conditioned_run_trains_resumes_exactly_and_translates_by_seed(
     whole, split = tmp / "run-conditioned", tmp / "run-conditioned-split"
     train_module.main(config(*common, f"train.output_dir={whole}"))
     assert (whole / "reflow" / "round-000004.safetensors").is_file()
-    save = train_module.Trainer._save
-
-    def save_then_stop(self, final):
-        save(self, final)
-        if self.step == 2:
-            raise Interrupted
-
-    monkeypatch.setattr(train_module.Trainer, "_save", save_then_stop)
-    with pytest.raises(Interrupted):
-        train_module.main(config(*common, f"train.output_dir={split}"))
-    monkeypatch.setattr(train_module.Trainer, "_save", save)
-    train_module.main(config(*common, f"train.output_dir={split}"))
+    _stop_after_then_resume(monkeypatch, 2, config(*common, f"train.output_dir={split}"))
     assert _final_unet(split) == _final_unet(whole)
     translator = Translator.from_pretrained(whole / runs.FINAL, device="cpu")
     assert translator.info.source_condition and translator.info.source_noise == 0.25
