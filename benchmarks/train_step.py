@@ -22,13 +22,26 @@ from common import machine, pick_device, sync, table, timed, write_json
 from safetensors.torch import save_file
 
 from translate.config import load_config
-from translate.coupling import ExactOTCoupler, IndependentCoupler, MinibatchPairs
-from translate.flow import build_path
+from translate.coupling import ExactOTCoupler, IndependentCoupler, MinibatchPairs, Pairing
+from translate.flow import CFMStep, ProbabilityPath, build_path, cfm_step
 from translate.latent_cache import load_latent_file
 from translate.latent_sampling import LatentSampler
-from translate.model import build_unet
+from translate.model import build_unet, velocity
 from translate.prefetch import Generators, PairStream
-from translate.train import flow_step
+
+
+def flow_step(
+    unet,
+    pairing: Pairing,
+    path: ProbabilityPath,
+    generator: torch.Generator,
+    time_sampling: str = "uniform",
+) -> CFMStep:
+    """One CFM regression of the UNet on paired batches, as the trainer's plain step does
+    (``translate.flow.cfm_step``)."""
+    return cfm_step(
+        lambda x, t: velocity(unet, x, t), pairing.x0, pairing.x1, path, generator, time_sampling
+    )
 
 
 def latent_shape(cfg) -> tuple[int, int, int]:

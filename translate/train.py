@@ -47,7 +47,6 @@ from translate.coupling import (
 from translate.errors import TranslateError, first_line, is_disk_full, require
 from translate.flow import (
     CFMStep,
-    ProbabilityPath,
     SourceCondition,
     build_path,
     cfm_step,
@@ -67,19 +66,6 @@ from translate.training_data import PreparedData, prepare_data
 # standard deviations; values this large mean the run diverged (NaN guard, docs in _save).
 WEIGHT_LIMIT = 1e4
 VELOCITY_LIMIT = 1e3
-
-
-def flow_step(
-    unet,
-    pairing: Pairing,
-    path: ProbabilityPath,
-    generator: torch.Generator,
-    time_sampling: str = "uniform",
-) -> CFMStep:
-    """One CFM regression of the UNet on paired batches (``translate.flow.cfm_step``)."""
-    return cfm_step(
-        lambda x, t: velocity(unet, x, t), pairing.x0, pairing.x1, path, generator, time_sampling
-    )
 
 
 def mixed_precision(setting: str, cuda: bool) -> str | None:
