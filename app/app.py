@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ except ImportError:  # pragma: no cover - exercised by users without the extra
 from translate import serving
 from translate.cli import HelpFormatter
 from translate.errors import TranslateError, first_line
-from translate.pipeline import Translator
+from translate.pipeline import TranslationOptions, Translator
 from translate.solvers import METHODS
 
 log = logging.getLogger("translate.app")
@@ -235,14 +234,10 @@ def _user_errors() -> Iterator[None]:
 
 
 def _seed(value: Any) -> int:
-    """A seed from the page (a float from gr.Number) or an API call; ValueError if not whole."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number != int(number):
-        raise ValueError(f"seed must be a non-negative integer; got {value!r}")
-    return int(number)
+    """A seed from the page (a float from gr.Number) or an API call, by ``TranslationOptions``'
+    rule; ValueError if it is not a non-negative whole number."""
+    TranslationOptions(seed=value)
+    return int(value)
 
 
 def _upload_path(payload: Any) -> str | None:

@@ -15,6 +15,7 @@ hub reference to the VAE in ``translator.json``, and optionally ``examples/a2b/*
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -124,12 +125,21 @@ class TranslationOptions:
             )
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
-        if int(self.steps) != self.steps or self.steps < 1:
+        if not _whole(self.steps, 1, math.inf):
             raise ValueError(f"steps must be a positive integer; got {self.steps!r}")
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1]; got {self.strength!r}")
-        if int(self.seed) != self.seed or not 0 <= self.seed < 2**63:
+        if not _whole(self.seed, 0, 2**63):
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
+
+
+def _whole(value: Any, low: float, high: float) -> bool:
+    """Whether ``value`` is a whole number in [low, high): an int, or a float such as 3.0 (a
+    web page's number field); False for anything else, NaN and infinity included."""
+    try:
+        return int(value) == value and low <= value < high
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 @dataclass(frozen=True, eq=False)
