@@ -24,6 +24,32 @@ def test_patch_logits_shape():
     assert disc("b", torch.zeros(3, 4, 8, 8)).shape == (3, 1, 2, 2)
 
 
+def test_pixel_space_judges_decoded_images_and_passes_the_gradient_to_the_latents():
+    disc = Discriminators(4, width=8, space="pixels")  # the latent channels no longer matter
+    assert disc("a", torch.zeros(3, 3, 64, 64)).shape == (3, 1, 8, 8)
+    with pytest.raises(ValueError, match="unknown discriminator space"):
+        Discriminators(4, space="rgb")
+    upsample = torch.nn.Upsample(scale_factor=4)  # stands in for a frozen VAE decoder
+
+    def decode(z):
+        return torch.tanh(upsample(z[:, :3]))
+
+    adversary = Adversary(4, 8, 1e-3, 0.05, "cpu", seed=0, decode=decode)
+    real, fake = _sets()
+    fake = Endpoints(fake.a.requires_grad_(True), fake.b)
+    seen = adversary.view(fake)
+    assert seen.a.shape == (32, 3, 32, 32)
+    adversary.generator_loss(seen).backward()
+    assert fake.a.grad is not None and fake.a.grad[:, 3].abs().sum() == 0  # only what decodes
+    assert fake.a.grad[:, :3].abs().sum() > 0
+    with torch.no_grad():
+        real_seen = adversary.view(real)
+    loss = adversary.update(real_seen, Endpoints(seen.a.detach(), seen.b.detach()))
+    assert torch.isfinite(loss.total) and loss.r1 > 0
+    latent = Adversary(4, 8, 1e-3, 0.05, "cpu", seed=0)
+    assert latent.view(fake) is fake  # latent space: the endpoints as they are
+
+
 def test_r1_penalty_is_the_squared_input_gradient():
     disc = Discriminators(4, width=8)
     real, fake = _sets()

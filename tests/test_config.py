@@ -60,6 +60,7 @@ def test_wrong_type_is_one_line():
         ("reflow.share=1", r"reflow.share must be in \[0, 1\)"),
         ("reflow.rounds=300", "more than the 200 reflow steps"),
         ("reflow.pairs=forward", "both, a2b, b2a"),
+        ("adversarial.space=rgb", "latents, pixels"),
     ],
 )
 def test_invalid_values(override, match):

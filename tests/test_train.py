@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from translate import Translator, runs
 from translate import flow as flow_module
@@ -313,14 +314,16 @@ def test_adversarial_weight_zero_is_the_plain_recipe_bit_for_bit(workspace):
     assert any(not torch.equal(trained[k], fresh[k]) for k in fresh)
 
 
-@pytest.mark.parametrize("states", ["path", "trajectory"])
+@pytest.mark.parametrize("states", ["path", "trajectory", "pixels"])
 def test_adversarial_term_trains_saves_and_resumes_exactly(workspace, states):
     tmp, _, config = workspace
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
-    if states == "trajectory":  # judged from the field's own 2-step Euler states
-        adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
-    else:  # judged from points of the path
+    if states == "path":  # judged from points of the path
         adv += ("adversarial.trajectory_steps=0",)
+    else:  # judged from the field's own 2-step Euler states
+        adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
+    if states == "pixels":  # as decoded images
+        adv += ("adversarial.space=pixels",)
     plain, whole, split = tmp / "run-plain", tmp / "run-adv", tmp / "run-adv-split"
     train_module.main(config("train.steps=6", f"train.output_dir={plain}"))
     train_module.main(config(*adv, "train.steps=6", f"train.output_dir={whole}"))
@@ -332,6 +335,12 @@ def test_adversarial_term_trains_saves_and_resumes_exactly(workspace, states):
         assert _final_unet(whole) != _final_unet(path_only)
     state = runs.latest_state(whole) / "adversarial"
     assert (state / "discriminators.safetensors").is_file() and (state / "optimizer.bin").is_file()
+    first_layer = load_file(str(state / "discriminators.safetensors"))["nets.a.net.0.weight"]
+    assert first_layer.shape[1] == (3 if states == "pixels" else 4)  # RGB or latent channels
+    if states == "pixels":  # and the images change the field otherwise than the latents do
+        latent_space = tmp / "run-adv-latents"
+        train_module.main(config(*adv[:-1], "train.steps=6", f"train.output_dir={latent_space}"))
+        assert _final_unet(whole) != _final_unet(latent_space)
     # stopped at step 3 and resumed: the discriminators and their optimizer come back exactly
     train_module.main(config(*adv, "train.steps=3", f"train.output_dir={split}"))
     train_module.main(config(*adv, "train.steps=6", f"train.output_dir={split}"))

@@ -11,11 +11,14 @@ serves both directions:
                                                                       2014; R1: Mescheder et al.
                                                                       2018, eq. 9)
 
-Each term is averaged over the discriminator's patch logits and the batch.
+Each term is averaged over the discriminator's patch logits and the batch. The discriminators
+judge latents, or (``space="pixels"``) the images the frozen VAE decoder makes of them, as
+UNSB's PatchGAN judges pixels; the decoder then sits in the generator's graph.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from translate.config import WEIGHTINGS
+from translate.config import SPACES, WEIGHTINGS
 
 DOMAINS = ("a", "b")
 
@@ -52,12 +55,42 @@ class PatchDiscriminator(nn.Module):
         return self.net(latents.float())
 
 
-class Discriminators(nn.Module):
-    """One ``PatchDiscriminator`` per domain, under the keys ``"a"`` and ``"b"``."""
+class PixelPatchDiscriminator(nn.Module):
+    """Images (batch, 3, H, W) in [-1, 1] -> patch logits (batch, 1, H/8, W/8).
 
-    def __init__(self, channels: int, width: int = 64) -> None:
+    Three strided convolutions with leaky ReLUs, no normalisation (a PatchGAN, Isola et al.
+    2017, without its batch norm, which R1 does not need); a logit sees about 22 x 22 pixels.
+    """
+
+    def __init__(self, channels: int = 3, width: int = 64) -> None:
         super().__init__()
-        self.nets = nn.ModuleDict({d: PatchDiscriminator(channels, width) for d in DOMAINS})
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 4 * width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * width, 1, 3, padding=1),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images.float())
+
+
+class Discriminators(nn.Module):
+    """One patch discriminator per domain, under the keys ``"a"`` and ``"b"``: on latents of
+    ``channels`` channels (``space="latents"``) or on RGB images (``space="pixels"``).
+    Raises ValueError for an unknown space."""
+
+    def __init__(self, channels: int, width: int = 64, space: str = "latents") -> None:
+        super().__init__()
+        if space not in SPACES:
+            raise ValueError(f"unknown discriminator space {space!r}; choose from {SPACES}")
+        if space == "pixels":
+            self.nets = nn.ModuleDict({d: PixelPatchDiscriminator(3, width) for d in DOMAINS})
+        else:
+            self.nets = nn.ModuleDict({d: PatchDiscriminator(channels, width) for d in DOMAINS})
 
     def forward(self, domain: str, latents: torch.Tensor) -> torch.Tensor:
         return self.nets[domain](latents)
@@ -165,13 +198,31 @@ class Adversary:
     WEIGHTS, OPTIMIZER = "discriminators.safetensors", "optimizer.bin"
 
     def __init__(
-        self, channels: int, width: int, lr: float, r1_gamma: float, device, seed: int
+        self,
+        channels: int,
+        width: int,
+        lr: float,
+        r1_gamma: float,
+        device,
+        seed: int,
+        decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        """``decode`` (latents -> images in [-1, 1], differentiable) puts the discriminators in
+        pixel space; None keeps them on latents."""
+        space = "latents" if decode is None else "pixels"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.disc = Discriminators(channels, width).to(device)
+            self.disc = Discriminators(channels, width, space).to(device)
         self.optimizer = torch.optim.AdamW(self.disc.parameters(), lr=lr, betas=(0.5, 0.99))
         self.r1_gamma = r1_gamma
+        self.decode = decode
+
+    def view(self, endpoints: Endpoints) -> Endpoints:
+        """What the discriminators judge: the latents themselves, or their decoded images
+        (with the graph to the latents, unless called under ``torch.no_grad``)."""
+        if self.decode is None:
+            return endpoints
+        return Endpoints(self.decode(endpoints.a), self.decode(endpoints.b))
 
     def generator_loss(self, fake: Endpoints, weights: Endpoints | None = None) -> torch.Tensor:
         return generator_loss(self.disc, fake, weights)
@@ -179,7 +230,7 @@ class Adversary:
     def update(
         self, real: Endpoints, fake: Endpoints, reduce=None, weights: Endpoints | None = None
     ) -> DiscriminatorLoss:
-        """One optimizer step of the discriminators on real vs fake latents."""
+        """One optimizer step of the discriminators on real vs fake ``view``s."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = discriminator_loss(self.disc, real, fake, self.r1_gamma, weights)
         loss.total.backward()

@@ -19,6 +19,7 @@ from translate.solvers import METHODS
 
 SOURCES = ("emoji", "folders", "celeba", "glyphs")
 WEIGHTINGS = ("uniform", "distance")  # of predicted endpoints: translate.adversarial
+SPACES = ("latents", "pixels")  # what the discriminators judge: translate.adversarial
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global", "dataset")
 LATENT_STORAGES = ("auto", "memory", "mmap")
@@ -146,9 +147,13 @@ class AdversarialConfig:
     # per sample in [0, K)), as inference does with K steps (UNSB's simulated states)
     trajectory_steps: int = 4
     trajectory_batch: int = 16  # sources per domain rolled out per step (trajectory_steps > 0)
+    # latents: the discriminators judge latents; pixels: they judge decoded images (the frozen
+    # VAE decoder in the generator's graph; the real ends are decoded too)
+    space: str = "latents"
 
     def __post_init__(self) -> None:
         _choice("adversarial.weighting", self.weighting, WEIGHTINGS)
+        _choice("adversarial.space", self.space, SPACES)
         _positive("adversarial.trajectory_batch", self.trajectory_batch)
         keys = ("weight", "start", "ramp", "r1_gamma", "disc_start", "trajectory_steps")
         for key in keys:

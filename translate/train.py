@@ -66,6 +66,16 @@ from translate.training_data import PreparedData, prepare_data
 # standard deviations; values this large mean the run diverged (NaN guard, docs in _save).
 WEIGHT_LIMIT = 1e4
 VELOCITY_LIMIT = 1e3
+# what EMAModel.save_pretrained writes into config.json next to the UNet's own fields
+EMA_FIELDS = (
+    "decay",
+    "min_decay",
+    "optimization_step",
+    "update_after_step",
+    "use_ema_warmup",
+    "inv_gamma",
+    "power",
+)
 
 
 def mixed_precision(setting: str, cuda: bool) -> str | None:
@@ -219,11 +229,18 @@ class Trainer:
         adv = cfg.adversarial
         self.adversary = None  # weight 0: no discriminators at all, the plain recipe
         if adv.weight > 0:
+            decode = self._decode if adv.space == "pixels" else None
             self.adversary = Adversary(
-                latent_shape[0], adv.width, adv.lr, adv.r1_gamma, device, seed=cfg.train.seed
+                latent_shape[0], adv.width, adv.lr, adv.r1_gamma, device, cfg.train.seed, decode
             )
         self.step = 0
         self._samples: list | None = None  # see _sample_sources
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images for pixel-space discriminators, in the run's autocast (the frozen
+        decoder passes the discriminators' gradient on to the latents)."""
+        with self.accelerator.autocast():
+            return self.data.codec.decode(latents)
 
     def _build_unet(self) -> UNet2DModel:
         shape = self.latent_shape  # (C, h, w)
@@ -361,9 +378,19 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if adv is not None:
-            real = Endpoints(*pairing.real_ends)
-            adv.discriminator = self.adversary.update(real, adv.fake, acc.reduce, adv.weights)
+            adv.discriminator = self.adversary.update(
+                self._real_view(pairing, adv.fake), adv.fake, acc.reduce, adv.weights
+            )
         return mean_loss, grad_norm, adv
+
+    def _real_view(self, pairing: Pairing, fake: Endpoints) -> Endpoints:
+        """The real ends as the discriminators see them: every real latent of the batch, or in
+        pixel space the first as many per domain as there are fakes, decoded."""
+        real = Endpoints(*pairing.real_ends)
+        if self.adversary.decode is None:
+            return real
+        with torch.no_grad():
+            return self.adversary.view(Endpoints(real.a[: len(fake.a)], real.b[: len(fake.b)]))
 
     def _reflow_round(self) -> None:
         """Switch the pair stream to a reflow round's pairs when the coming step starts one.
@@ -468,6 +495,7 @@ class Trainer:
             fake = Endpoints(z_a[m:], z_b[:m])
             both = endpoint_weights(rollout.t, self.cfg.adversarial.weighting)
             weights = None if both is None else Endpoints(both.a[m:], both.b[:m])
+        fake = self.adversary.view(fake)  # latents, or decoded images in pixel space
         generator = self.adversary.generator_loss(fake, weights) if weight > 0 else None
         return AdversarialStep(weight, fake, weights, generator)
 
@@ -608,9 +636,14 @@ class Trainer:
 
     def _load_ema(self, models, input_dir: str) -> None:
         """accelerate's load-state hook: the EMA weights from ``ema/``."""
+        folder = Path(input_dir) / "ema"
+        config = UNet2DModel.load_config(folder)  # the UNet's and the EMA's fields together
         with quiet_diffusers():  # EMA fields in config.json are not UNet arguments
-            ema = EMAModel.from_pretrained(str(Path(input_dir) / "ema"), model_cls=UNet2DModel)
-        self.ema.load_state_dict(ema.state_dict())
+            shadow = UNet2DModel.from_pretrained(folder)
+        state = {key: config[key] for key in EMA_FIELDS if key in config}
+        self.ema.load_state_dict(
+            {**state, "shadow_params": [p.detach() for p in shadow.parameters()]}
+        )
         self.ema.to(self.accelerator.device)
 
     def _load_state(self, state: Path) -> None:
@@ -724,7 +757,7 @@ class AdversarialStep:
     """One step's adversarial term: lambda, the predicted endpoints and the losses."""
 
     weight: float  # lambda on the generator loss (0 while only the discriminators train)
-    fake: Endpoints  # predicted endpoints, each (batch, C, h, w)
+    fake: Endpoints  # predicted endpoints as judged: latents (batch, C, h, w) or images
     weights: Endpoints | None  # per-sample weights of the endpoints (adversarial.weighting)
     generator: torch.Tensor | None  # the generator loss; None while weight is 0
     discriminator: DiscriminatorLoss | None = None  # set after the discriminators' update
