@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 
 def _run(repo, tmp_path, script, *args):
@@ -58,3 +59,38 @@ def test_train_options(repo, tmp_path):
     result = _run(repo, tmp_path, "train_options", *args)
     assert [r["option"] for r in result["rows"]] == options.split(",")
     assert result["rows"][0]["speed-up"] == 1.0
+
+
+def test_decoder_gan(repo, tmp_path, tiny_vae, folders):
+    """The copy keeps the encoder (so the latent space and the field stay valid) and the UNet,
+    and only the decoder moves."""
+    from helpers import tiny_translator
+    from safetensors.torch import load_file
+
+    tiny_translator(tiny_vae).save_pretrained(tmp_path / "ckpt")
+    args = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(folders), "--to"]
+    args += [str(tmp_path / "copy"), "--steps", "2", "--batch", "4", "--latent-noise", "0.3"]
+    result = _run(repo, tmp_path, "decoder_gan", *args)
+    assert [r["step"] for r in result["rows"]] == [0, 1]
+    weights = {
+        name: load_file(str(tmp_path / name / "vae" / "diffusion_pytorch_model.safetensors"))
+        for name in ("ckpt", "copy")
+    }
+    changed = {k for k, v in weights["ckpt"].items() if not torch.equal(v, weights["copy"][k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
+    unets = [
+        load_file(str(tmp_path / n / "unet" / "diffusion_pytorch_model.safetensors"))
+        for n in ("ckpt", "copy")
+    ]
+    assert all(torch.equal(v, unets[1][k]) for k, v in unets[0].items())
+
+
+def test_discriminator_probe(repo, tmp_path, tiny_vae, folders):
+    from helpers import tiny_translator
+
+    tiny_translator(tiny_vae).save_pretrained(tmp_path / "ckpt")
+    args = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(folders), "--count", "10"]
+    args += ["--held-out", "4", "--probes", "latents:2:0.05,pixels:2:0", "--nfe", "2"]
+    result = _run(repo, tmp_path, "discriminator_probe", *args)
+    assert [(r["space"], r["steps"]) for r in result["rows"]] == [("latents", 2), ("pixels", 2)]
+    assert all(0 <= r["held-out accuracy"] <= 1 for r in result["rows"])
