@@ -32,24 +32,30 @@ from translate.config import SPACES, WEIGHTINGS
 DOMAINS = ("a", "b")
 
 
+def _patch_net(first: nn.Conv2d, width: int) -> nn.Sequential:
+    """``first`` (to ``width`` channels), then two 4 x 4 convolutions of stride 2 and a 3 x 3
+    logit layer, with leaky ReLUs between and no normalisation (R1 needs none)."""
+    return nn.Sequential(
+        first,
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(2 * width, 4 * width, 4, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(4 * width, 1, 3, padding=1),
+    )
+
+
 class PatchDiscriminator(nn.Module):
     """Latents (batch, C, h, w) -> patch logits (batch, 1, h/4, w/4): real (> 0) or not.
 
-    Three strided convolutions with leaky ReLUs and no normalisation (R1 needs none); the
-    receptive field of a logit covers about a quarter of a 16 x 16 latent.
+    A 3 x 3 convolution, then two strided ones (``_patch_net``); the receptive field of a logit
+    covers about a quarter of a 16 x 16 latent.
     """
 
     def __init__(self, channels: int, width: int = 64) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * width, 4 * width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(4 * width, 1, 3, padding=1),
-        )
+        self.net = _patch_net(nn.Conv2d(channels, width, 3, padding=1), width)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.net(latents.float())
@@ -58,21 +64,13 @@ class PatchDiscriminator(nn.Module):
 class PixelPatchDiscriminator(nn.Module):
     """Images (batch, 3, H, W) in [-1, 1] -> patch logits (batch, 1, H/8, W/8).
 
-    Three strided convolutions with leaky ReLUs, no normalisation (a PatchGAN, Isola et al.
-    2017, without its batch norm, which R1 does not need); a logit sees about 22 x 22 pixels.
+    Three strided convolutions (``_patch_net``): a PatchGAN (Isola et al. 2017) without its
+    batch norm; a logit sees about 22 x 22 pixels.
     """
 
     def __init__(self, channels: int = 3, width: int = 64) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * width, 4 * width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(4 * width, 1, 3, padding=1),
-        )
+        self.net = _patch_net(nn.Conv2d(channels, width, 4, stride=2, padding=1), width)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.float())
