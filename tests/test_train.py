@@ -159,6 +159,8 @@ def test_bf16_autocast_trains_and_exports(workspace):
     assert _final_unet(tmp / "bf16") != _final_unet(tmp / "fp32")  # autocast took effect
 
 
+# the EMA loads without diffusers' path-to-from_config route, deprecated for diffusers 1.0
+@pytest.mark.filterwarnings("error:It is deprecated to pass a pretrained model:FutureWarning")
 def test_kill_during_save_resumes_from_previous_state(workspace, monkeypatch):
     tmp, _, config = workspace
     cfg = config("train.steps=6", "train.checkpoint_every=3", "train.sample_every=100")
