@@ -66,16 +66,6 @@ from translate.training_data import PreparedData, prepare_data
 # standard deviations; values this large mean the run diverged (NaN guard, docs in _save).
 WEIGHT_LIMIT = 1e4
 VELOCITY_LIMIT = 1e3
-# what EMAModel.save_pretrained writes into config.json next to the UNet's own fields
-EMA_FIELDS = (
-    "decay",
-    "min_decay",
-    "optimization_step",
-    "update_after_step",
-    "use_ema_warmup",
-    "inv_gamma",
-    "power",
-)
 
 
 def mixed_precision(setting: str, cuda: bool) -> str | None:
@@ -640,7 +630,8 @@ class Trainer:
         config = UNet2DModel.load_config(folder)  # the UNet's and the EMA's fields together
         with quiet_diffusers():  # EMA fields in config.json are not UNet arguments
             shadow = UNet2DModel.from_pretrained(folder)
-        state = {key: config[key] for key in EMA_FIELDS if key in config}
+        # the EMA's own fields (decay, optimization_step, ...) as its state_dict names them
+        state = {key: config[key] for key in self.ema.state_dict() if key in config}
         self.ema.load_state_dict(
             {**state, "shadow_params": [p.detach() for p in shadow.parameters()]}
         )
