@@ -51,3 +51,27 @@ def test_stage1_resumes_after_a_kill(folders, tmp_path, monkeypatch):
     )
     report = train_autoencoder(CFG, files, files[:2], tmp_path / "vae", resolution=16)
     assert resumed == [2] and report.steps == 4
+
+
+def test_stage1_precision_picks_bf16_on_native_cpus_only(monkeypatch):
+    from translate import precision
+
+    assert precision.stage1_bf16("bf16", "cpu") and not precision.stage1_bf16("no", "cpu")
+    for native in (True, False):
+        monkeypatch.setattr(precision, "native_bf16_cpu", lambda native=native: native)
+        assert precision.stage1_bf16("auto", "cpu") is native
+        assert precision.stage1_bf16("auto", "cuda") is False  # a GPU's stage 1 stays float32
+
+
+def test_stage1_in_bf16_is_its_own_cached_vae(folders, tmp_path):
+    files = scan_images(folders / "trainA").files
+    key = autoencoder.autoencoder_dir
+    assert key(tmp_path, CFG, files, 16, None, bf16=True) != key(tmp_path, CFG, files, 16, None)
+    as_auto = OwnVAEConfig(**{**CFG.__dict__, "mixed_precision": "bf16"})
+    assert key(tmp_path, as_auto, files, 16, None) == key(tmp_path, CFG, files, 16, None)
+    weights = {}
+    for name, bf16 in (("fp32", False), ("bf16", True), ("bf16-again", True)):
+        report = train_autoencoder(CFG, files, files[:2], tmp_path / name, 16, bf16=bf16)
+        assert report.steps == 4 and report.test_psnr > 0
+        weights[name] = (report.path / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert weights["bf16"] == weights["bf16-again"] != weights["fp32"]

@@ -57,11 +57,23 @@ def build_autoencoder(cfg: OwnVAEConfig, resolution: int) -> AutoencoderKL:
 
 
 def autoencoder_dir(
-    cache_dir: Path, cfg: OwnVAEConfig, train_files: list[Path], resolution: int, crop: int | None
+    cache_dir: Path,
+    cfg: OwnVAEConfig,
+    train_files: list[Path],
+    resolution: int,
+    crop: int | None,
+    bf16: bool = False,
 ) -> Path:
-    """Where the VAE for this recipe and data lives: ``cache_dir/vae/<hash>``."""
+    """Where the VAE for this recipe and data lives: ``cache_dir/vae/<hash>``.
+
+    ``bf16`` is the resolved ``cfg.mixed_precision`` (``translate.precision.stage1_bf16``) and
+    takes the setting's place in the key: ``auto`` and ``bf16`` share a VAE where both mean bf16,
+    and a float32 recipe keeps the folder it had before the setting existed.
+    """
     files_key = cache_key(_NoCodec(), train_files, EncodeSpec(resolution, crop))
-    recipe = json.dumps({"cfg": asdict(cfg), "files": files_key}, sort_keys=True)
+    settings = {k: v for k, v in asdict(cfg).items() if k != "mixed_precision"}
+    recipe = {"cfg": settings, "files": files_key} | ({"bf16": True} if bf16 else {})
+    recipe = json.dumps(recipe, sort_keys=True)
     return Path(cache_dir) / "vae" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
@@ -103,8 +115,13 @@ def train_autoencoder(
     crop: int | None = None,
     flip: bool = False,
     device: str | torch.device = "cpu",
+    bf16: bool = False,
 ) -> AutoencoderReport:
-    """Train (or resume, or reuse) the VAE and return where it was saved."""
+    """Train (or resume, or reuse) the VAE and return where it was saved.
+
+    ``bf16``: the forward passes run under bf16 autocast (weights, optimizer and loss stay
+    float32), as the flow does on CPUs with native bf16 arithmetic.
+    """
     out_dir = Path(out_dir)
     if (out_dir / "metrics.json").is_file():
         metrics = json.loads((out_dir / "metrics.json").read_text())
@@ -126,10 +143,11 @@ def train_autoencoder(
         if flip:
             mirror = torch.rand(len(x), generator=generator) < 0.5
             x[mirror] = x[mirror].flip(-1)
-        posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample(generator=None)).sample
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16):
+            posterior = vae.encode(x).latent_dist
+            recon = vae.decode(posterior.sample(generator=None)).sample.float()
         l1 = F.l1_loss(recon, x)
-        loss = l1 + cfg.kl_weight * posterior.kl().mean()
+        loss = l1 + cfg.kl_weight * posterior.kl().float().mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"stage 1 VAE loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)

@@ -24,6 +24,7 @@ OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global", "dataset")
 LATENT_STORAGES = ("auto", "memory", "mmap")
 PRECISIONS = ("launcher", "auto", "no", "bf16", "fp16")
+STAGE1_PRECISIONS = ("auto", "no", "bf16")
 REFLOW_PAIRS = ("both", "a2b", "b2a")  # pair sets of translate.reflow
 
 
@@ -67,6 +68,12 @@ class OwnVAEConfig:
     kl_weight: float = 1e-6  # small: the latent space only has to be smooth, not Gaussian
     checkpoint_every: int = 250  # stage-1 resume points (steps)
     seed: int = 0
+    # autocast: "auto" is bf16 on a CPU with native bf16 arithmetic (1.6x faster here, the same
+    # test PSNR; docs/DEFAULT_RUN.md), float32 elsewhere; "no": float32; "bf16"
+    mixed_precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        _choice("vae.own.mixed_precision", self.mixed_precision, STAGE1_PRECISIONS)
 
 
 @dataclass

@@ -58,6 +58,7 @@ from translate.images import grid, load_rgb, resize_center_crop
 from translate.latent_sampling import LatentSampler, free_memory, keep_in_memory
 from translate.model import build_unet, velocity
 from translate.pipeline import Translator, TranslatorInfo
+from translate.precision import native_bf16_cpu
 from translate.prefetch import Generators, PairStream
 from translate.reflow import ReflowPairs, ReflowSource, generate_pairs, round_start, round_starts
 from translate.training_data import PreparedData, prepare_data
@@ -78,7 +79,7 @@ def mixed_precision(setting: str, cuda: bool) -> str | None:
         return None
     if setting != "auto":
         return setting
-    if not cuda and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()):
+    if not cuda and native_bf16_cpu():
         return "bf16"
     return None
 

@@ -12,6 +12,7 @@ from translate.codec import LatentCodec
 from translate.config import Config, check_resolution
 from translate.data import ImageSource, open_source
 from translate.latent_cache import EncodeSpec, LatentSet, cached_latents
+from translate.precision import stage1_bf16
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,14 @@ def prepare_codec(
         return LatentCodec.from_pretrained(cfg.vae.pretrained, cfg.vae.subfolder, device), None
     train_a, train_b = source.split("train")
     test_a, test_b = source.split("test")
+    bf16 = stage1_bf16(cfg.vae.own.mixed_precision, device)
     out = autoencoder_dir(
-        Path(cfg.data.cache_dir), cfg.vae.own, train_a + train_b, cfg.data.resolution, source.crop
+        Path(cfg.data.cache_dir),
+        cfg.vae.own,
+        train_a + train_b,
+        cfg.data.resolution,
+        source.crop,
+        bf16,
     )
     report = train_autoencoder(
         cfg.vae.own,
@@ -51,6 +58,7 @@ def prepare_codec(
         source.crop,
         cfg.data.flip,
         device,
+        bf16,
     )
     return LatentCodec.from_pretrained(report.path, device=device), report.test_psnr
 
