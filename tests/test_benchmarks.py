@@ -61,6 +61,13 @@ def test_train_options(repo, tmp_path):
     assert result["rows"][0]["speed-up"] == 1.0
 
 
+def test_stage1_precision(repo, tmp_path):
+    args = ["--config", "configs/tiny.yaml", "--steps", "1", "--warmup", "0"]
+    result = _run(repo, tmp_path, "stage1_precision", *args)
+    assert [r["mode"] for r in result["rows"]] == ["float32", "bf16 autocast"]
+    assert result["rows"][0]["speed-up"] == 1.0 and result["rows"][1]["ms/step"] > 0
+
+
 def test_decoder_gan(repo, tmp_path, tiny_vae, folders):
     """The copy keeps the encoder (so the latent space and the field stay valid) and the UNet,
     and only the decoder moves."""
