@@ -2,12 +2,13 @@
 
     python benchmarks/stage1_precision.py [--config configs/default.yaml] [--steps 8] [--warmup 2]
 
-Times the step that ``translate.autoencoder.train_autoencoder`` takes (encode, posterior sample,
-decode, L1 + KL, backward, clipped AdamW step) for the config's ``vae.own`` VAE at its
-resolution and batch size, on uniform random images (the speed does not depend on them), and
-prints ms/step and the speed-up of bf16 over float32. ``vae.own.mixed_precision=auto`` uses bf16
-where the CPU computes it natively; this is the measurement behind that choice (its effect on
-the VAE's test PSNR is in docs/DEFAULT_RUN.md). Writes JSON.
+Times the step that ``translate.autoencoder.train_autoencoder`` takes (``stage1_loss``: encode,
+posterior sample, decode, L1 + KL; then backward and a clipped AdamW step) for the config's
+``vae.own`` VAE at its resolution and batch size, on uniform random images (the speed does not
+depend on them), and prints ms/step and the speed-up of bf16 over float32.
+``vae.own.mixed_precision=auto`` uses bf16 where the CPU computes it natively; this is the
+measurement behind that choice (its effect on the VAE's test PSNR is in docs/PERFORMANCE.md §9).
+Writes JSON.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 from common import machine, pick_device, sync, table, write_json
 
-from translate.autoencoder import build_autoencoder
+from translate.autoencoder import build_autoencoder, stage1_loss
 from translate.config import load_config
 from translate.precision import native_bf16_cpu
 
@@ -38,10 +38,7 @@ def step_time(cfg, device: torch.device, mode: str, steps: int, warmup: int) -> 
     for _ in range(warmup + steps):
         sync(device)
         start = time.perf_counter()
-        with torch.autocast(device.type, torch.bfloat16, enabled=mode == "bf16 autocast"):
-            posterior = vae.encode(x).latent_dist
-            recon = vae.decode(posterior.sample()).sample.float()
-        loss = F.l1_loss(recon, x) + own.kl_weight * posterior.kl().float().mean()
+        loss, _, _ = stage1_loss(vae, x, own.kl_weight, bf16=mode == "bf16 autocast")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)

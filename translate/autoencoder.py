@@ -106,6 +106,22 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse)  # peak-to-peak range is 2
 
 
+def stage1_loss(
+    vae: AutoencoderKL, x: torch.Tensor, kl_weight: float, bf16: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage 1's objective on images x (batch, 3, H, W) in [-1, 1]: (loss, L1, reconstruction).
+
+    loss = |decode(z) - x|_1 + kl_weight * KL(q(z|x) || N(0, I)), with z a posterior sample
+    (the VAE objective of Kingma & Welling, ICLR 2014, with an L1 reconstruction term). ``bf16``:
+    encode and decode under bf16 autocast; the loss is taken in float32.
+    """
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=None)).sample.float()
+    l1 = F.l1_loss(recon, x)
+    return l1 + kl_weight * posterior.kl().float().mean(), l1, recon
+
+
 def train_autoencoder(
     cfg: OwnVAEConfig,
     train_files: list[Path],
@@ -143,11 +159,7 @@ def train_autoencoder(
         if flip:
             mirror = torch.rand(len(x), generator=generator) < 0.5
             x[mirror] = x[mirror].flip(-1)
-        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16):
-            posterior = vae.encode(x).latent_dist
-            recon = vae.decode(posterior.sample(generator=None)).sample.float()
-        l1 = F.l1_loss(recon, x)
-        loss = l1 + cfg.kl_weight * posterior.kl().float().mean()
+        loss, l1, recon = stage1_loss(vae, x, cfg.kl_weight, bf16)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"stage 1 VAE loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)

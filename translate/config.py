@@ -69,7 +69,7 @@ class OwnVAEConfig:
     checkpoint_every: int = 250  # stage-1 resume points (steps)
     seed: int = 0
     # autocast: "auto" is bf16 on a CPU with native bf16 arithmetic (1.6x faster here, the same
-    # test PSNR; docs/DEFAULT_RUN.md), float32 elsewhere; "no": float32; "bf16"
+    # test PSNR; docs/PERFORMANCE.md §9), float32 elsewhere; "no": float32; "bf16"
     mixed_precision: str = "auto"
 
     def __post_init__(self) -> None:
