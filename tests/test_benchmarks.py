@@ -101,3 +101,26 @@ def test_discriminator_probe(repo, tmp_path, tiny_vae, folders):
     result = _run(repo, tmp_path, "discriminator_probe", *args)
     assert [(r["space"], r["steps"]) for r in result["rows"]] == [("latents", 2), ("pixels", 2)]
     assert all(0 <= r["held-out accuracy"] <= 1 for r in result["rows"])
+
+
+def test_pairing_accuracy_finds_every_counterpart_of_identical_domains(repo, tmp_path, tiny_vae):
+    """With B a copy of A, every cost's cheapest partner and every plan's pair is the
+    counterpart; misaligned files would fail this."""
+    import shutil
+
+    from helpers import make_folders, tiny_translator
+
+    data = make_folders(tmp_path / "data")
+    shutil.rmtree(data / "trainB")
+    shutil.copytree(data / "trainA", data / "trainB")
+    tiny_translator(tiny_vae).save_pretrained(tmp_path / "ckpt")
+    args = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(data), "--split", "train"]
+    args += ["--costs", "latents,pixels:8,latents-std", "--couplers", "exact,unbalanced:0.9:0.01"]
+    args += ["--batch", "6", "--batches", "3", "--nfe", "1"]
+    result = _run(repo, tmp_path, "pairing_accuracy", *args)
+    assert result["pairs"] == 12
+    for row in result["costs"]:
+        assert row["nearest neighbour"] == row["dataset plan"] == row["batch plan"] == 1.0, row
+    exact, unbalanced = result["couplers"]
+    assert exact["counterpart pairs"] == 1.0 and exact["distinct A rows"] == 1.0
+    assert unbalanced["counterpart pairs"] > 0.8

@@ -51,6 +51,9 @@ def test_wrong_type_is_one_line():
         ("train.steps=0", "positive"),
         ("model.attention=[true]", "one entry per"),
         ("flow.sinkhorn_reg=-0.1", "sinkhorn_reg must be >= 0"),
+        ("flow.unbalanced_tau=0", "unbalanced_tau must lie in"),
+        ("flow.unbalanced_tau=1.5", "unbalanced_tau must lie in"),
+        ("flow.unbalanced_reg=0", "unbalanced_reg must be > 0"),
         ("flow.source_noise=0.25", "needs flow.source_condition=true"),
         ("flow.source_noise=-1", "source_noise must be >= 0"),
         # combinations that would only fail later (mid-run, or after stage 1), refused up front
@@ -112,6 +115,9 @@ def test_dataset_scope_needs_exact_ot():
     assert load_config(None, ["flow.scope=dataset"]).flow.scope == "dataset"
     bridge = ["flow.scope=dataset", "flow.objective=sb-cfm", "flow.sigma=1.0"]
     assert load_config(None, [*bridge, "flow.sinkhorn_reg=0"]).flow.scope == "dataset"
-    for refused in (["flow.scope=dataset", "flow.objective=i-cfm"], bridge):
+    unbalanced = ["flow.scope=dataset", "flow.unbalanced_tau=0.95"]
+    for refused in (["flow.scope=dataset", "flow.objective=i-cfm"], bridge, unbalanced):
         with pytest.raises(ConfigError, match="flow.scope=dataset needs the exact plan"):
             load_config(None, refused)
+    with pytest.raises(ConfigError, match="relaxes an OT plan"):
+        load_config(None, ["flow.objective=i-cfm", "flow.unbalanced_tau=0.95"])

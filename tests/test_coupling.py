@@ -9,8 +9,11 @@ from translate.coupling import (
     GlobalCoupler,
     IndependentCoupler,
     SinkhornCoupler,
+    UnbalancedCoupler,
     build_coupler,
     pairwise_cost,
+    sample_pairs,
+    unbalanced_plan,
 )
 
 
@@ -60,12 +63,76 @@ def test_sinkhorn_samples_pairs_from_the_plan():
     assert a.cost_ratio < 1.0  # low entropy: close to the OT pairing
 
 
+def _with_outliers(n=32, far=4, seed=0):
+    """A batch pair whose last ``far`` B rows lie far from every A row."""
+    g = torch.Generator().manual_seed(seed)
+    x0, x1 = torch.randn(n, 8, generator=g), torch.randn(n, 8, generator=g)
+    x1[-far:] += 20.0
+    return x0, x1
+
+
+def test_unbalanced_plan_draws_far_rows_less_often_than_the_balanced_one():
+    x0, x1 = _with_outliers()
+    outliers = x1[-4:]
+
+    def far_share(coupler):
+        drawn = torch.cat([coupler(x0, x1, torch.Generator().manual_seed(s)).x1 for s in range(50)])
+        return (drawn[:, None] == outliers[None]).all(-1).any(-1).double().mean().item()
+
+    # balanced: every B row is some A row's partner, so the 4 outliers are 1/8 of all pairs
+    assert far_share(ExactOTCoupler()) == 4 / 32
+    assert far_share(UnbalancedCoupler(reg=0.01, tau=0.95)) < 0.01
+
+
+def test_unbalanced_plan_is_pots_and_stays_finite_where_pots_kernel_underflows():
+    g = torch.Generator().manual_seed(2)
+    x0, x1 = torch.randn(7, 3, generator=g), torch.randn(5, 3, generator=g)
+    cost = pairwise_cost(x0, x1)
+    cost = cost / cost.mean()
+    ours = unbalanced_plan(cost, 0.05, 0.8).numpy()
+    pots = ot.unbalanced.sinkhorn_unbalanced(
+        np.full(7, 1 / 7),
+        np.full(5, 1 / 5),
+        cost.numpy(),
+        0.05,
+        0.05 * 0.8 / 0.2,
+        reg_type="kl",
+        numItermax=10000,
+        stopThr=1e-12,
+    )
+    np.testing.assert_allclose(ours, pots, rtol=1e-6, atol=1e-12)
+    assert ours.sum() < 0.99  # the relaxed marginals: mass was dropped
+    x0, x1 = _with_outliers()  # exp(-cost / reg) underflows to 0 for the far rows
+    cost = pairwise_cost(x0, x1)
+    plan = unbalanced_plan(cost / cost.mean(), 0.01, 0.95)
+    assert torch.isfinite(plan).all() and plan[:, -4:].sum() < 1e-6 * plan.sum()
+
+
+def test_unbalanced_coupler_samples_its_plan():
+    g = torch.Generator().manual_seed(2)
+    x0, x1 = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
+    cost = pairwise_cost(x0, x1).numpy()
+    plan = unbalanced_plan(torch.as_tensor(cost / cost.mean()), 0.1, 0.8).numpy()
+    rows, cols = UnbalancedCoupler(reg=0.1, tau=0.8).match(cost, torch.Generator().manual_seed(5))
+    expected = sample_pairs(plan, 6, torch.Generator().manual_seed(5))
+    assert rows.tolist() == expected[0].tolist() and cols.tolist() == expected[1].tolist()
+    counts = np.zeros((6, 6))
+    rows, cols = sample_pairs(plan, 60000, torch.Generator().manual_seed(0))
+    np.add.at(counts, (rows, cols), 1)
+    np.testing.assert_allclose(counts / counts.sum(), plan / plan.sum(), atol=0.006)
+    with pytest.raises(ValueError, match="tau"):
+        UnbalancedCoupler(reg=0.1, tau=1.0)
+
+
 def test_build_coupler_by_objective():
     assert isinstance(build_coupler(FlowConfig(objective="ot-cfm")), ExactOTCoupler)
     assert isinstance(build_coupler(FlowConfig(objective="i-cfm")), IndependentCoupler)
     assert isinstance(build_coupler(FlowConfig(objective="sb-cfm", sigma=0.1)), SinkhornCoupler)
     exact_bridge = FlowConfig(objective="sb-cfm", sigma=0.1, sinkhorn_reg=0.0)
     assert isinstance(build_coupler(exact_bridge), ExactOTCoupler)
+    unbalanced = build_coupler(FlowConfig(unbalanced_tau=0.95))
+    assert isinstance(unbalanced, UnbalancedCoupler)
+    assert (unbalanced.tau, unbalanced.reg) == (0.95, 0.01)
 
 
 def test_global_coupler_slices_one_plan():
@@ -126,3 +193,18 @@ def test_dataset_plan_refuses_data_too_large(monkeypatch):
     monkeypatch.setattr(coupling, "MAX_DATASET_PAIRS", 100)
     with pytest.raises(coupling.TranslateError, match="flow.scope=local or global"):
         coupling.DatasetPlan.solve(torch.zeros(11, 3), torch.zeros(10, 3))
+
+
+def test_plan_by_name_pairs_each_file_with_its_namesake():
+    from translate.coupling import DatasetPlan, TranslateError
+
+    g = torch.Generator().manual_seed(0)
+    names_a = ["trainA/x.png", "trainA/y.png", "trainA/x.png#flip"]
+    names_b = ["trainB/y.png", "trainB/x.png#flip", "trainB/z.png", "trainB/x.png"]
+    a, b = torch.randn(3, 2, 2, generator=g), torch.randn(4, 2, 2, generator=g)
+    plan = DatasetPlan.by_name(names_a, names_b, a, b)
+    assert plan.partners(torch.arange(3), g).tolist() == [3, 0, 1]
+    paired = (a - b[[3, 0, 1]]).flatten(1).pow(2).sum(1).mean()
+    assert plan.cost_ratio == pytest.approx(float(paired / pairwise_cost(a, b).mean()))
+    with pytest.raises(TranslateError, match=r"1 of 2 A training files .*w\.png"):
+        DatasetPlan.by_name(["trainA/x.png", "trainA/w.png"], names_b, a[:2], b)

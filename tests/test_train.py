@@ -119,6 +119,16 @@ def test_dataset_scope_trains_the_same_with_and_without_overlap(workspace):
     assert weights[0] == weights[1]
 
 
+def test_paired_scope_trains_on_namesakes_and_refuses_unpaired_files(workspace, folders):
+    tmp, _, config = workspace
+    out = tmp / "run-paired"
+    train_module.main(config("flow.scope=paired", f"train.output_dir={out}", "train.steps=2"))
+    assert Translator.from_pretrained(out / runs.FINAL, device="cpu").info.step == 2
+    (folders / "trainB" / "000.png").rename(folders / "trainB" / "extra.png")
+    with pytest.raises(TranslateError, match="flow.scope=paired pairs files by name"):
+        train_module.main(config("flow.scope=paired", f"train.output_dir={tmp / 'again'}"))
+
+
 def test_speed_options_train_and_export_loadable_checkpoints(workspace):
     tmp, _, config = workspace
     out = tmp / "run-options"

@@ -21,7 +21,7 @@ SOURCES = ("emoji", "folders", "celeba", "glyphs")
 WEIGHTINGS = ("uniform", "distance")  # of predicted endpoints: translate.adversarial
 SPACES = ("latents", "pixels")  # what the discriminators judge: translate.adversarial
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
-SCOPES = ("local", "global", "dataset")
+SCOPES = ("local", "global", "dataset", "paired")
 LATENT_STORAGES = ("auto", "memory", "mmap")
 PRECISIONS = ("launcher", "auto", "no", "bf16", "fp16")
 STAGE1_PRECISIONS = ("auto", "no", "bf16")
@@ -90,12 +90,18 @@ class FlowConfig:
     objective: str = "ot-cfm"  # ot-cfm: exact OT pairs | i-cfm: independent pairs | sb-cfm
     sigma: float = 0.0  # path noise: constant for i-cfm/ot-cfm, sigma*sqrt(t(1-t)) for sb-cfm
     # local: pair each process's batch; global: one plan over all processes' batches;
-    # dataset (exact plan only): one exact plan over all training latents, solved once at the start
+    # dataset (exact plan only): one exact plan over all training latents, solved once at the start;
+    # paired: each A file with the B file of the same name (paired data: a baseline, not unpaired)
     scope: str = "local"
     cost_resolution: int | None = None  # OT cost on latents average-pooled to this size
     # sb-cfm: entropic regularisation, as a fraction of the mean cost; 0 pairs by the exact plan
     # (the limit of a vanishing regulariser: exact OT pairs with Brownian-bridge noise)
     sinkhorn_reg: float = 0.05
+    # unbalanced OT pairs (UOT-FM, Eyring et al. 2024): the marginal relaxation tau in (0, 1],
+    # 1 = balanced (exact plan for ot-cfm); below 1 each step's pairs are drawn from the
+    # unbalanced entropic plan with regulariser unbalanced_reg (a fraction of the mean cost)
+    unbalanced_tau: float = 1.0
+    unbalanced_reg: float = 0.01
     # training times: uniform | logit-normal (the middle) | u-shape (both ends; translate.flow)
     time_sampling: str = "uniform"
     # the clean source latent as extra UNet input channels, its direction as a class label
@@ -111,12 +117,24 @@ class FlowConfig:
         if self.scope == "dataset" and not self.exact_plan:
             raise ConfigError(
                 "flow.scope=dataset needs the exact plan: flow.objective=ot-cfm, "
-                "or sb-cfm with flow.sinkhorn_reg=0"
+                "or sb-cfm with flow.sinkhorn_reg=0, and flow.unbalanced_tau=1"
             )
         if self.sigma < 0:
             raise ConfigError(f"flow.sigma must be >= 0, got {self.sigma}")
         if self.sinkhorn_reg < 0:
             raise ConfigError(f"flow.sinkhorn_reg must be >= 0, got {self.sinkhorn_reg}")
+        if self.scope == "paired" and self.unbalanced_tau < 1:
+            raise ConfigError(
+                "flow.scope=paired takes the given pairs: flow.unbalanced_tau must be 1"
+            )
+        if not 0 < self.unbalanced_tau <= 1:
+            raise ConfigError(f"flow.unbalanced_tau must lie in (0, 1], got {self.unbalanced_tau}")
+        if not self.unbalanced_reg > 0:
+            raise ConfigError(f"flow.unbalanced_reg must be > 0, got {self.unbalanced_reg}")
+        if self.unbalanced_tau < 1 and self.objective == "i-cfm":
+            raise ConfigError(
+                "flow.unbalanced_tau < 1 relaxes an OT plan: use flow.objective=ot-cfm or sb-cfm"
+            )
         if not 0 <= self.source_noise < float("inf"):
             raise ConfigError(f"flow.source_noise must be >= 0, got {self.source_noise}")
         if self.source_noise > 0 and not self.source_condition:
@@ -128,7 +146,10 @@ class FlowConfig:
     @property
     def exact_plan(self) -> bool:
         """Whether pairs come from the exact OT plan (ot-cfm, or sb-cfm without regulariser)."""
-        return self.objective == "ot-cfm" or (self.objective == "sb-cfm" and self.sinkhorn_reg == 0)
+        balanced = self.unbalanced_tau == 1
+        return balanced and (
+            self.objective == "ot-cfm" or (self.objective == "sb-cfm" and self.sinkhorn_reg == 0)
+        )
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Coupling of A-latents with B-latents: independent, exact OT, entropic OT.
+"""Coupling of A-latents with B-latents: independent, exact OT, entropic OT, unbalanced OT.
 
 Per batch (``Coupler``), across processes (``GlobalCoupler``) or once over the whole training
-set (``DatasetPlan``). The cost is the squared Euclidean distance of the flattened (optionally
-pooled) latents, computed with torch on the latents' device; only the cost matrix goes to POT.
+set (``DatasetPlan``; ``DatasetPlan.by_name`` holds a paired data set's true pairs instead).
+The cost is the squared Euclidean distance of the flattened (optionally pooled) latents,
+computed with torch on the latents' device; only the cost matrix goes to POT.
 """
 
 from __future__ import annotations
@@ -97,6 +98,19 @@ class ExactOTCoupler(Coupler):
         return np.arange(n), cols
 
 
+def sample_pairs(
+    plan: np.ndarray, n: int, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """n (row, column) pairs drawn with replacement, each with probability proportional to its
+    plan entry; uniform over all pairs when the plan holds no positive finite mass."""
+    rows, cols = plan.shape
+    probs = torch.as_tensor(plan.reshape(-1), dtype=torch.float64).clamp_min(0)
+    if not torch.isfinite(probs).all() or probs.sum() <= 0:
+        probs = torch.ones(rows * cols, dtype=torch.float64)
+    flat = torch.multinomial(probs / probs.sum(), n, replacement=True, generator=generator)
+    return (flat // cols).numpy(), (flat % cols).numpy()
+
+
 class SinkhornCoupler(Coupler):
     """SB-CFM: entropic plan (``ot.sinkhorn``), n pairs sampled from it."""
 
@@ -109,15 +123,62 @@ class SinkhornCoupler(Coupler):
         uniform = np.full(n, 1.0 / n)
         scale = max(float(cost.mean()), 1e-12)
         plan = ot.sinkhorn(uniform, uniform, cost / scale, self.reg, numItermax=2000)
-        probs = torch.as_tensor(plan.reshape(-1), dtype=torch.float64).clamp_min(0)
-        if not torch.isfinite(probs).all() or probs.sum() <= 0:
-            probs = torch.ones(n * n, dtype=torch.float64)
-        flat = torch.multinomial(probs / probs.sum(), n, replacement=True, generator=generator)
-        return (flat // n).numpy(), (flat % n).numpy()
+        return sample_pairs(plan, n, generator)
+
+
+def unbalanced_plan(
+    cost: torch.Tensor, reg: float, tau: float, max_iter: int = 5000, tol: float = 1e-9
+) -> torch.Tensor:
+    """The unbalanced entropic OT plan between uniform weights, (n, m) -> (n, m) float64.
+
+    Minimises <P, C> + reg * KL(P | a b^T) + rho * (KL(P 1 | a) + KL(P^T 1 | b)) with
+    a = 1/n, b = 1/m and rho = reg * tau / (1 - tau) (Chizat et al., "Scaling algorithms for
+    unbalanced optimal transport problems", Math. Comp. 2018, the KL proximal step; tau is the
+    relaxation of ``ott-jax`` and UOT-FM, Eyring et al., ICLR 2024). Sinkhorn's iterations on
+    the dual potentials f, g in the log domain, so that pairs whose kernel exp(-C/reg)
+    underflows keep a finite, tiny mass (POT's ``sinkhorn_unbalanced`` returns the same plan
+    where its kernel does not underflow). Each sweep is a contraction by tau**2.
+    """
+    cost = cost.double()
+    n, m = cost.shape
+    log_a, log_b = -torch.log(torch.tensor(float(n))), -torch.log(torch.tensor(float(m)))
+    f = torch.zeros(n, dtype=torch.float64, device=cost.device)
+    g = torch.zeros(m, dtype=torch.float64, device=cost.device)
+    for _ in range(max_iter):
+        f_new = -tau * reg * torch.logsumexp(log_b + (g[None, :] - cost) / reg, dim=1)
+        g_new = -tau * reg * torch.logsumexp(log_a + (f_new[:, None] - cost) / reg, dim=0)
+        change = max((f_new - f).abs().max().item(), (g_new - g).abs().max().item())
+        f, g = f_new, g_new
+        if change < tol:
+            break
+    return torch.exp(log_a + log_b + (f[:, None] + g[None, :] - cost) / reg)
+
+
+class UnbalancedCoupler(Coupler):
+    """Unbalanced entropic OT (UOT-FM, Eyring et al., ICLR 2024): n pairs sampled from the plan.
+
+    ``unbalanced_plan`` on the cost divided by its mean. A row whose best partners are all far
+    away gets less mass, so its pairs are drawn less often: fewer pairs of unrelated items in
+    a batch, at the price of training on reweighted marginals. tau -> 1 is the balanced plan.
+    """
+
+    def __init__(self, reg: float, tau: float, cost_resolution: int | None = None) -> None:
+        super().__init__(cost_resolution)
+        if not 0 < tau < 1:
+            raise ValueError(f"tau must lie in (0, 1), got {tau}")
+        self.reg, self.tau = reg, tau
+
+    def match(self, cost: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        scale = max(float(cost.mean()), 1e-12)
+        plan = unbalanced_plan(torch.as_tensor(cost) / scale, self.reg, self.tau)
+        return sample_pairs(plan.numpy(), len(cost), generator)
 
 
 def build_coupler(cfg: FlowConfig) -> Coupler:
-    """The coupler an objective calls for (sb-cfm with ``sinkhorn_reg=0``: the exact plan)."""
+    """The coupler an objective calls for (sb-cfm with ``sinkhorn_reg=0``: the exact plan;
+    ``unbalanced_tau`` < 1: the unbalanced entropic plan)."""
+    if cfg.unbalanced_tau < 1:
+        return UnbalancedCoupler(cfg.unbalanced_reg, cfg.unbalanced_tau, cfg.cost_resolution)
     if cfg.exact_plan:
         return ExactOTCoupler(cfg.cost_resolution)
     if cfg.objective == "sb-cfm":
@@ -190,6 +251,41 @@ class DatasetPlan:
         start = np.searchsorted(rows, np.arange(n + 1))
         cumulative = torch.cumsum(torch.as_tensor(mass), 0)
         return cls(torch.as_tensor(start), torch.as_tensor(cols), cumulative, ratio)
+
+    @classmethod
+    def by_name(
+        cls,
+        names_a: list[str],
+        names_b: list[str],
+        latents_a: torch.Tensor,
+        latents_b: torch.Tensor,
+    ) -> DatasetPlan:
+        """The true pairs of a paired data set: A row i (of ``names_a`` and ``latents_a``,
+        (N_A, ...)) goes with the B row of the same file name (``names_b``, ``latents_b``).
+
+        Names are ``"<domain folder>/<file>"`` as in ``translate.latent_cache.LatentSet`` (a
+        flipped copy, ``...#flip``, pairs with the flipped copy of its counterpart). Not an
+        unpaired coupling: a paired baseline, and the ceiling of what any coupling can give.
+        Raises TranslateError when an A file has no B file of the same name.
+        """
+        index_b = {name.split("/", 1)[-1]: i for i, name in enumerate(names_b)}
+        keys = [name.split("/", 1)[-1] for name in names_a]
+        missing = [key for key in keys if key not in index_b]
+        if missing:
+            raise TranslateError(
+                f"flow.scope=paired pairs files by name, but {len(missing)} of {len(keys)} A "
+                f"training files have no B file of that name (e.g. {missing[0]}): use "
+                "flow.scope=local for unpaired data"
+            )
+        n = len(keys)
+        cols = torch.tensor([index_b[key] for key in keys], dtype=torch.int64)
+        cumulative = torch.arange(1, n + 1, dtype=torch.float64) / n
+        a, b = latents_a.flatten(1).double(), latents_b.flatten(1).double()
+        paired = (a - b[cols]).pow(2).sum(1).mean()
+        # the mean over all (i, j) of |a_i - b_j|^2, without the N_A x N_B matrix
+        every = a.pow(2).sum(1).mean() + b.pow(2).sum(1).mean() - 2 * a.mean(0) @ b.mean(0)
+        ratio = float(paired / every.clamp_min(1e-12))
+        return cls(torch.arange(n + 1), cols, cumulative, ratio)
 
     def partners(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One B index per A index in ``rows`` (n,), drawn from each row's share of the plan."""

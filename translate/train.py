@@ -257,6 +257,11 @@ class Trainer:
         self, sample_a: LatentSampler, sample_b: LatentSampler
     ) -> MinibatchPairs | PlanPairs:
         cfg, acc = self.cfg, self.accelerator
+        if cfg.flow.scope == "paired":
+            names = self.data.train_a.names, self.data.train_b.names
+            acc.print(f"pairing the {len(names[0])} A-latents with their B files of the same name")
+            plan = DatasetPlan.by_name(*names, sample_a.latents, sample_b.latents)
+            return PlanPairs(sample_a, sample_b, plan)
         if cfg.flow.scope == "dataset":  # every process solves the same plan (deterministic)
             acc.print(f"solving the OT plan between {len(sample_a)} and {len(sample_b)} latents")
             plan = DatasetPlan.solve(sample_a.latents, sample_b.latents, cfg.flow.cost_resolution)
