@@ -54,6 +54,8 @@ def test_wrong_type_is_one_line():
         ("flow.unbalanced_tau=0", "unbalanced_tau must lie in"),
         ("flow.unbalanced_tau=1.5", "unbalanced_tau must lie in"),
         ("flow.unbalanced_reg=0", "unbalanced_reg must be > 0"),
+        ("flow.high_frequency_weight=-1", "high_frequency_weight must be >= 0"),
+        ("train.lr_schedule=step", "constant, cosine, linear"),
         ("flow.source_noise=0.25", "needs flow.source_condition=true"),
         ("flow.source_noise=-1", "source_noise must be >= 0"),
         # combinations that would only fail later (mid-run, or after stage 1), refused up front

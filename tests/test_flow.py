@@ -6,6 +6,7 @@ from translate.flow import (
     build_path,
     cfm_loss,
     cfm_step,
+    high_pass,
     predicted_endpoints,
     rollout_states,
     sample_time,
@@ -59,6 +60,22 @@ def test_noise_required_when_sigma_positive(batch):
 def test_loss_is_mse():
     a, b = torch.ones(2, 3), torch.zeros(2, 3)
     assert cfm_loss(a, b).item() == pytest.approx(1.0)
+
+
+def test_high_frequency_weight_adds_the_high_pass_error_only():
+    g = torch.Generator().manual_seed(0)
+    v, u = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    assert torch.equal(cfm_loss(v, u, 0.0), torch.nn.functional.mse_loss(v, u))
+    blurred = torch.nn.functional.avg_pool2d(v - u, 3, 1, 1, count_include_pad=False)
+    expected = (v - u).pow(2).mean() + 2.0 * (v - u - blurred).pow(2).mean()
+    torch.testing.assert_close(cfm_loss(v, u, 2.0), expected)
+    # an error that is constant over each map has no high-pass part: the weight adds nothing
+    offset = torch.randn(3, 4, 1, 1, generator=g).expand(3, 4, 8, 8)
+    assert high_pass(offset).abs().max() < 1e-6
+    torch.testing.assert_close(cfm_loss(u + offset, u, 5.0), cfm_loss(u + offset, u, 0.0))
+    # a checkerboard error is almost all high-pass: the weight scales it up
+    board = (torch.arange(8)[:, None] + torch.arange(8)[None]).remainder(2).float() - 0.5
+    assert cfm_loss(u + board, u, 1.0) > 1.7 * cfm_loss(u + board, u, 0.0)
 
 
 def test_predicted_endpoints_are_exact_on_the_straight_path(batch):

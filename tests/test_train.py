@@ -1,5 +1,6 @@
 """The real training script on tiny data: run, kill -9, resume, report done, translate."""
 
+import itertools
 import os
 import signal
 import subprocess
@@ -119,6 +120,39 @@ def test_dataset_scope_trains_the_same_with_and_without_overlap(workspace):
     assert weights[0] == weights[1]
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+def test_lr_schedules_warm_up_then_hold_or_decay_to_zero(schedule):
+    from translate.config import TrainConfig
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cfg = TrainConfig(steps=10, warmup_steps=2, lr_schedule=schedule)
+    scheduler = train_module.build_scheduler(optimizer, cfg, processes=2)
+    lrs = []
+    for _ in range(cfg.steps * 2):  # two processes: two scheduler steps per optimizer step
+        optimizer.step()
+        scheduler.step()
+        lrs.append(scheduler.get_last_lr()[0])
+    assert lrs[1] == pytest.approx(0.5)  # half-way through the warmup
+    if schedule == "constant":
+        assert lrs[3:] == [1.0] * 17
+    else:
+        assert lrs[-1] == pytest.approx(0.0) and all(a >= b for a, b in itertools.pairwise(lrs[3:]))
+
+
+def test_loss_and_schedule_options_reach_the_training(workspace):
+    """Each option changes the trained weights (a setting the loop ignored would not)."""
+    tmp, _, config = workspace
+    weights = {}
+    for setting in ("plain", "flow.high_frequency_weight=5", "train.lr_schedule=linear"):
+        out = tmp / f"run-{setting.split('.')[-1]}"
+        extra = () if setting == "plain" else (setting,)
+        steps = ("train.steps=4", "train.warmup_steps=1")
+        train_module.main(config(*extra, *steps, f"train.output_dir={out}"))
+        file = out / runs.FINAL / "unet" / "diffusion_pytorch_model.safetensors"
+        weights[setting] = file.read_bytes()
+    assert len(set(weights.values())) == 3
+
+
 def test_paired_scope_trains_on_namesakes_and_refuses_unpaired_files(workspace, folders):
     tmp, _, config = workspace
     out = tmp / "run-paired"
@@ -198,9 +232,9 @@ def test_nan_loss_stops_without_a_poisoned_checkpoint(workspace, monkeypatch):
     real_loss = flow_module.cfm_loss
     calls = []
 
-    def poisoned(pred, target):
+    def poisoned(pred, target, *rest):
         calls.append(1)
-        loss = real_loss(pred, target)
+        loss = real_loss(pred, target, *rest)
         return loss * float("nan") if len(calls) == 5 else loss
 
     monkeypatch.setattr(flow_module, "cfm_loss", poisoned)

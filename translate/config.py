@@ -22,6 +22,7 @@ WEIGHTINGS = ("uniform", "distance")  # of predicted endpoints: translate.advers
 SPACES = ("latents", "pixels")  # what the discriminators judge: translate.adversarial
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global", "dataset", "paired")
+LR_SCHEDULES = ("constant", "cosine", "linear")
 LATENT_STORAGES = ("auto", "memory", "mmap")
 PRECISIONS = ("launcher", "auto", "no", "bf16", "fp16")
 STAGE1_PRECISIONS = ("auto", "no", "bf16")
@@ -104,6 +105,9 @@ class FlowConfig:
     unbalanced_reg: float = 0.01
     # training times: uniform | logit-normal (the middle) | u-shape (both ends; translate.flow)
     time_sampling: str = "uniform"
+    # extra weight on the high-pass (3 x 3) part of the regression error; same minimiser
+    # (translate.flow.cfm_loss), 0 = the plain mean squared error
+    high_frequency_weight: float = 0.0
     # the clean source latent as extra UNet input channels, its direction as a class label
     source_condition: bool = False
     # noise sigma_s * eps on each row's source end (normalised latents, std about 1): a seed
@@ -134,6 +138,10 @@ class FlowConfig:
         if self.unbalanced_tau < 1 and self.objective == "i-cfm":
             raise ConfigError(
                 "flow.unbalanced_tau < 1 relaxes an OT plan: use flow.objective=ot-cfm or sb-cfm"
+            )
+        if not 0 <= self.high_frequency_weight < float("inf"):
+            raise ConfigError(
+                f"flow.high_frequency_weight must be >= 0, got {self.high_frequency_weight}"
             )
         if not 0 <= self.source_noise < float("inf"):
             raise ConfigError(f"flow.source_noise must be >= 0, got {self.source_noise}")
@@ -244,6 +252,9 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     lr: float = 5e-4
     warmup_steps: int = 100
+    # learning rate after the warmup: constant | cosine | linear (to 0 at the last step;
+    # diffusers.optimization.get_scheduler)
+    lr_schedule: str = "constant"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     ema_decay: float = 0.999
@@ -277,6 +288,7 @@ class TrainConfig:
         for key in ("sample_every", "checkpoint_every", "keep_checkpoints"):
             _positive(f"train.{key}", getattr(self, key))
         _choice("train.latent_storage", self.latent_storage, LATENT_STORAGES)
+        _choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("train.mixed_precision", self.mixed_precision, PRECISIONS)
 
 

@@ -34,7 +34,7 @@ from translate.adversarial import (
     ramp,
 )
 from translate.codec import quiet_diffusers
-from translate.config import Config, config_from_dict, to_dict, to_yaml
+from translate.config import Config, TrainConfig, config_from_dict, to_dict, to_yaml
 from translate.coupling import (
     Coupler,
     DatasetPlan,
@@ -162,6 +162,19 @@ def _run(cfg: Config, accelerator: Accelerator) -> Path:
     return Trainer(cfg, accelerator, data).fit()
 
 
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, processes: int = 1):
+    """The learning-rate schedule: ``cfg.warmup_steps`` of linear warmup, then constant, or a
+    cosine or linear decay to 0 at step ``cfg.steps`` (``diffusers.optimization``). Counted in
+    scheduler steps, of which accelerate takes one per process at every optimizer step."""
+    name = "constant_with_warmup" if cfg.lr_schedule == "constant" else cfg.lr_schedule
+    return get_scheduler(
+        name,
+        optimizer,
+        num_warmup_steps=cfg.warmup_steps * processes,
+        num_training_steps=cfg.steps * processes,
+    )
+
+
 class Trainer:
     """State of one run; ``fit`` is the loop."""
 
@@ -187,11 +200,7 @@ class Trainer:
             weight_decay=cfg.train.weight_decay,
             fused=cfg.train.fused_adamw or None,  # None: torch's own choice (foreach)
         )
-        scheduler = get_scheduler(
-            "constant_with_warmup",
-            optimizer,
-            num_warmup_steps=cfg.train.warmup_steps * accelerator.num_processes,
-        )
+        scheduler = build_scheduler(optimizer, cfg.train, accelerator.num_processes)
         self.unet, self.optimizer, self.scheduler = accelerator.prepare(unet, optimizer, scheduler)
         self.ema.to(accelerator.device)
         # the EMA weights travel with every save_state / load_state, as safetensors
@@ -356,7 +365,15 @@ class Trainer:
         if cfg.flow.source_condition:  # roles and source noise (translate.flow.noised_sources)
             x0, x1, condition = noised_sources(x0, x1, cfg.flow.source_noise, self.gens.path)
         field = JointField(self.unet, rollout, join=bool(weight), condition=condition)
-        step = cfm_step(field, x0, x1, self.path, self.gens.path, cfg.flow.time_sampling)
+        step = cfm_step(
+            field,
+            x0,
+            x1,
+            self.path,
+            self.gens.path,
+            cfg.flow.time_sampling,
+            cfg.flow.high_frequency_weight,
+        )
         adv = self._adversarial_step(step, field, weight)
         loss = step.loss
         if adv is not None and adv.generator is not None:
