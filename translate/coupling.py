@@ -280,12 +280,21 @@ class DatasetPlan:
         n = len(keys)
         cols = torch.tensor([index_b[key] for key in keys], dtype=torch.int64)
         cumulative = torch.arange(1, n + 1, dtype=torch.float64) / n
-        a, b = latents_a.flatten(1).double(), latents_b.flatten(1).double()
-        paired = (a - b[cols]).pow(2).sum(1).mean()
+        paired, norms, means = 0.0, [0.0, 0.0], []
+        for which, latents in enumerate((latents_a, latents_b)):  # in chunks: may be memory maps
+            total = torch.zeros(latents[0].numel(), dtype=torch.float64)
+            for start in range(0, len(latents), 4096):
+                rows = latents[start : start + 4096].flatten(1).double().cpu()
+                total += rows.sum(0)
+                norms[which] += rows.pow(2).sum().item() / len(latents)
+                if which == 0:
+                    index = cols[start : start + 4096].to(latents_b.device)
+                    partners = latents_b[index].flatten(1).double().cpu()
+                    paired += (rows - partners).pow(2).sum().item() / n
+            means.append(total / len(latents))
         # the mean over all (i, j) of |a_i - b_j|^2, without the N_A x N_B matrix
-        every = a.pow(2).sum(1).mean() + b.pow(2).sum(1).mean() - 2 * a.mean(0) @ b.mean(0)
-        ratio = float(paired / every.clamp_min(1e-12))
-        return cls(torch.arange(n + 1), cols, cumulative, ratio)
+        every = norms[0] + norms[1] - 2 * float(means[0] @ means[1])
+        return cls(torch.arange(n + 1), cols, cumulative, paired / max(every, 1e-12))
 
     def partners(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One B index per A index in ``rows`` (n,), drawn from each row's share of the plan."""
