@@ -34,7 +34,7 @@ from common import table, write_json
 
 from translate import Translator
 from translate.autoencoder import _as_float, _load_pixels
-from translate.coupling import ExactOTCoupler, SinkhornCoupler, UnbalancedCoupler
+from translate.coupling import ExactOTCoupler, SinkhornCoupler, UnbalancedCoupler, pairwise_cost
 
 
 def paired_files(data: Path, split: str) -> tuple[list[Path], list[Path]]:
@@ -82,7 +82,7 @@ def features(name: str, pixels, latents, translated) -> tuple[torch.Tensor, torc
 
 
 def cost_row(name, a, b, batches) -> dict:
-    cost = torch.cdist(a, b).pow(2)
+    cost = pairwise_cost(a, b)
     n = len(cost)
     target = np.arange(n)
     plan = ot.emd(np.full(n, 1 / n), np.full(n, 1 / n), (cost / cost.mean()).numpy(), 10**8)
@@ -116,7 +116,7 @@ def coupler_row(spec, latents, batches) -> dict:
     generator = torch.Generator().manual_seed(0)
     for index in batches:
         x0, x1 = za[index], zb[index]
-        cost = torch.cdist(x0.flatten(1).double(), x1.flatten(1).double()).pow(2).numpy()
+        cost = pairwise_cost(x0, x1).numpy()
         rows, cols = coupler.match(cost, generator)
         hits.append((rows == cols).mean())
         costs.append(cost[rows, cols].mean() / cost.mean())

@@ -153,7 +153,8 @@ class FlowConfig:
 
     @property
     def exact_plan(self) -> bool:
-        """Whether pairs come from the exact OT plan (ot-cfm, or sb-cfm without regulariser)."""
+        """Whether pairs come from the exact OT plan (ot-cfm, or sb-cfm without regulariser,
+        either with balanced marginals: ``unbalanced_tau`` = 1)."""
         balanced = self.unbalanced_tau == 1
         return balanced and (
             self.objective == "ot-cfm" or (self.objective == "sb-cfm" and self.sinkhorn_reg == 0)
