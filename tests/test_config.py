@@ -123,3 +123,28 @@ def test_dataset_scope_needs_exact_ot():
             load_config(None, refused)
     with pytest.raises(ConfigError, match="relaxes an OT plan"):
         load_config(None, ["flow.objective=i-cfm", "flow.unbalanced_tau=0.95"])
+
+
+def test_the_word_no_is_a_value_not_a_boolean(tmp_path):
+    """YAML 1.1 reads no/off/yes/on as booleans; the documented ``mixed_precision=no`` must
+    reach the config as the string 'no', from an override and from a file alike."""
+    cfg = load_config(None, ["train.mixed_precision=no", "vae.own.mixed_precision=no"])
+    assert cfg.train.mixed_precision == "no" and cfg.vae.own.mixed_precision == "no"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  mixed_precision: no\nvae:\n  own:\n    mixed_precision: no\n")
+    cfg = load_config(path)
+    assert cfg.train.mixed_precision == "no" and cfg.vae.own.mixed_precision == "no"
+    # boolean fields still take the YAML 1.1 words, and numbers without a dot are numbers
+    cfg = load_config(None, ["data.flip=yes", "train.lr=5e-4", "vae.own.kl_weight=1e-6"])
+    assert cfg.data.flip is True and cfg.train.lr == 5e-4 and cfg.vae.own.kl_weight == 1e-6
+    assert load_config(None, ["data.flip=off"]).data.flip is False
+
+
+def test_broken_yaml_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="model.attention=\\[false"):
+        load_config(None, ["model.attention=[false"])

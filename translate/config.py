@@ -6,10 +6,12 @@ shipped YAML in ``configs/`` only changes values, never adds keys.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -367,15 +369,43 @@ def load_config(
         if path is not None:
             if not Path(path).is_file():
                 raise ConfigError(f"config file not found: {path}")
-            layers.append(OmegaConf.load(path))
+            layers.append(OmegaConf.create(_yaml(Path(path).read_text(), str(path)) or {}))
+        dotlist = OmegaConf.create()
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override '{item}' is not of the form key=value")
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+            key, value = item.split("=", 1)
+            OmegaConf.update(dotlist, key, _yaml(value, item), force_add=True)
+        layers.append(dotlist)
         merged = OmegaConf.merge(*layers)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise ConfigError(_describe(err, schema)) from None
+
+
+class _Yaml12Booleans(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only true and false (in any of the three
+    spellings the YAML 1.2 core schema allows). YAML 1.1 also reads yes, no, on, off, y and n as
+    booleans, which turned ``train.mixed_precision=no`` into the string 'False'."""
+
+
+_Yaml12Booleans.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Booleans.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def _yaml(text: str, where: str) -> Any:
+    """Parse YAML text (a config file, or one override's value) with YAML 1.2 booleans."""
+    try:
+        return yaml.load(text, Loader=_Yaml12Booleans)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML ({first_line(err)})") from None
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
