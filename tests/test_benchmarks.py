@@ -124,3 +124,56 @@ def test_pairing_accuracy_finds_every_counterpart_of_identical_domains(repo, tmp
     exact, unbalanced = result["couplers"]
     assert exact["counterpart pairs"] == 1.0 and exact["distinct A rows"] == 1.0
     assert unbalanced["counterpart pairs"] > 0.8
+
+
+def test_paired_fit_of_a_still_field_is_the_identity(repo, tmp_path, tiny_vae, folders):
+    """A field that never moves leaves every latent where it started: its error is exactly the
+    untranslated source's (1.0) on both splits and at every step count."""
+    from helpers import tiny_translator
+
+    tr = tiny_translator(tiny_vae)
+    torch.nn.init.zeros_(tr.unet.conv_out.weight)
+    torch.nn.init.zeros_(tr.unet.conv_out.bias)
+    tr.save_pretrained(tmp_path / "ckpt")
+    args = [str(tmp_path / "ckpt"), "--data", str(folders), "--nfe", "1,3", "--count", "5"]
+    result = _run(repo, tmp_path, "paired_fit", *args)
+    rows = result["rows"]
+    assert [(r["split"], r["NFE"], r["pairs"]) for r in rows] == [
+        ("train", 1, 5),
+        ("train", 3, 5),
+        ("test", 1, 4),
+        ("test", 3, 4),
+    ]
+    assert all(r["latent error"] == pytest.approx(1.0, abs=1e-6) for r in rows)
+
+
+def test_sharpness_calibration_orders_the_known_blurs(repo, tmp_path, tiny_vae, folders):
+    from helpers import tiny_translator
+
+    tiny_translator(tiny_vae).save_pretrained(tmp_path / "ckpt")
+    grid = tmp_path / "grid.png"
+    args = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(folders), "--nfe", "1,2"]
+    args += ["--direction", "b2a", "--grid", str(grid)]
+    result = _run(repo, tmp_path, "sharpness_calibration", *args)
+    rows = {r["set"]: r for r in result["rows"]}
+    assert list(rows)[-2:] == ["translations, 1 NFE", "translations, 2 NFE"]
+    assert rows["real targets"]["spectral"] == 1.0 and rows["real targets"]["edge98"] == 1.0
+    for measure in ("spectral", "edge98"):
+        blurs = [rows[f"Gaussian blur σ={s}"][measure] for s in (0.7, 1.0, 1.5)]
+        assert 1.0 > blurs[0] > blurs[1] > blurs[2] > 0, (measure, blurs)
+    from PIL import Image
+
+    assert Image.open(grid).size == (8 * 16, len(rows) * 16)
+
+
+def test_codec_ceiling_trains_stage1_once_and_scores_both_domains(repo, tmp_path, folders):
+    args = ["--config", "configs/tiny.yaml", f"data.root={folders}"]
+    args += [f"data.cache_dir={tmp_path / 'cache'}", "vae.own.steps=2", "vae.own.batch_size=4"]
+    args += ["vae.own.block_out_channels=[8,16]", "vae.own.norm_num_groups=4"]
+    args += ["vae.own.latent_channels=6", "vae.own.mixed_precision=no"]
+    first = _run(repo, tmp_path, "codec_ceiling", *args)
+    assert [r["domain"] for r in first["rows"]] == ["A", "B"]
+    assert all(r["latent dims"] == "6x8x8" and r["images"] == 4 for r in first["rows"])
+    assert all(r["sharpness"] > 0 and r["psnr"] > 0 for r in first["rows"])
+    again = _run(repo, tmp_path, "codec_ceiling", *args)  # the cached VAE, not a new one
+    assert again["codec"] == first["codec"] and again["rows"] == first["rows"]
