@@ -148,3 +148,50 @@ def test_broken_yaml_is_one_line(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="model.attention=\\[false"):
         load_config(None, ["model.attention=[false"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train: {steps: 5}\ntrain: {batch_size: 6}\n", "line 2, column 1: key 'train' is"),
+        ("train: &a [*a]\n", "aliases are not allowed"),
+        ("- train\n", "must hold a mapping of sections"),
+        ("false\n", "must hold a mapping of sections"),
+        ('"train: {steps: 5}"\n', "it holds a str"),
+    ],
+)
+def test_bad_config_files_are_one_line_errors(tmp_path, text, message):
+    """Repeated keys no longer overwrite silently, aliases (unbounded expansion) are refused,
+    and a file must hold a mapping."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+
+
+def test_config_file_encoding_and_dates(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("data:\n  domain_a: M\xe4nner\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(path)
+    path.write_text("\ufeffdata:\n  domain_a: Männer\ntrain:\n  output_dir: 2024-01-01\n", "utf-8")
+    cfg = load_config(path, ["data.domain_b=2024-01-02"])
+    assert (cfg.data.domain_a, cfg.train.output_dir) == ("Männer", "2024-01-01")
+    assert cfg.data.domain_b == "2024-01-02"  # dates stay strings
+
+
+@pytest.mark.parametrize(
+    "item",
+    ["train.output_dir=a\n  b: [", "tra\nin.steps=5", "train.steps", "=5", "train={a: 1, a: 2}"],
+)
+def test_bad_overrides_are_one_line_errors(item):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [item])
+    assert "\n" not in str(err.value)
+
+
+def test_odd_keys_are_config_errors():
+    for item in ("model.block_out_channels[0]=32", "model.block_out_channels={}"):
+        with pytest.raises(ConfigError, match="invalid config"):
+            load_config(None, [item])

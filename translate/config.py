@@ -368,32 +368,59 @@ def load_config(
         layers: list[Any] = [schema]
         if path is not None:
             if not Path(path).is_file():
-                raise ConfigError(f"config file not found: {path}")
-            layers.append(OmegaConf.create(_yaml(Path(path).read_text(), str(path)) or {}))
+                raise ConfigError(f"config file not found: {str(path)!r}")
+            layers.append(OmegaConf.create(_read_yaml_file(Path(path))))
         dotlist = OmegaConf.create()
         for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override '{item}' is not of the form key=value")
-            key, value = item.split("=", 1)
-            OmegaConf.update(dotlist, key, _yaml(value, item), force_add=True)
+            key, equals, value = item.partition("=")
+            if not equals or not key.strip():
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            OmegaConf.update(dotlist, key, _yaml(value, f"override {item!r}"), force_add=True)
         layers.append(dotlist)
         merged = OmegaConf.merge(*layers)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
-        raise ConfigError(_describe(err, schema)) from None
+        raise ConfigError(" ".join(_describe(err, schema).split())) from None
+    except (TypeError, ValueError, RecursionError) as err:  # OmegaConf on odd keys or values
+        raise ConfigError(f"invalid config: {' '.join(first_line(err).split())}") from None
 
 
-class _Yaml12Booleans(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's booleans: only true and false (in any of the three
-    spellings the YAML 1.2 core schema allows). YAML 1.1 also reads yes, no, on, off, y and n as
-    booleans, which turned ``train.mixed_precision=no`` into the string 'False'."""
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans and no implicit dates, duplicate keys or
+    aliases.
+
+    YAML 1.1 reads yes, no, on, off, y and n as booleans, which turned the documented
+    ``train.mixed_precision=no`` into the string 'False'; here only true and false (the YAML 1.2
+    core schema's spellings) are booleans, and the words reach string fields as written (boolean
+    fields still take them, through OmegaConf). Dates stay strings (a folder may be named
+    2024-01-01), a repeated key is an error instead of a silent overwrite, and anchors and
+    aliases, which can expand a short text without bound, are refused.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases are not allowed here", mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict) or key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is repeated or not a name", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
-_Yaml12Booleans.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+_DROPPED = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _DROPPED]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Yaml12Booleans.add_implicit_resolver(
+_ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool",
     re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"),
@@ -401,11 +428,38 @@ _Yaml12Booleans.add_implicit_resolver(
 
 
 def _yaml(text: str, where: str) -> Any:
-    """Parse YAML text (a config file, or one override's value) with YAML 1.2 booleans."""
+    """Parse YAML text (a config file, or one override's value) with ``_ConfigLoader``.
+
+    Raises ConfigError, one line naming ``where``, the line and column and the problem.
+    """
     try:
-        return yaml.load(text, Loader=_Yaml12Booleans)
-    except yaml.YAMLError as err:
+        return yaml.load(text, Loader=_ConfigLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(str(err.problem or err.context or "").split())
+        raise ConfigError(f"{where}: not valid YAML ({at}{problem})") from None
+    except (yaml.YAMLError, RecursionError) as err:
         raise ConfigError(f"{where}: not valid YAML ({first_line(err)})") from None
+
+
+def _read_yaml_file(path: Path) -> dict[str, Any]:
+    """A config file's top-level mapping ({} for an empty file). Raises ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
+    except OSError as err:
+        raise ConfigError(f"config file {str(path)!r}: {first_line(err)}") from None
+    values = _yaml(text, f"config file {str(path)!r}")
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping of sections (data:, train:, ...); "
+            f"it holds a {type(values).__name__}"
+        )
+    return values
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
