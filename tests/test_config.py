@@ -195,3 +195,8 @@ def test_odd_keys_are_config_errors():
     for item in ("model.block_out_channels[0]=32", "model.block_out_channels={}"):
         with pytest.raises(ConfigError, match="invalid config"):
             load_config(None, [item])
+
+
+def test_unusable_config_path_is_a_config_error():
+    with pytest.raises(ConfigError, match="config file"):
+        load_config("x" * 5000 + ".yaml")  # longer than any file name may be

@@ -383,6 +383,8 @@ def load_config(
         raise ConfigError(" ".join(_describe(err, schema).split())) from None
     except (TypeError, ValueError, RecursionError) as err:  # OmegaConf on odd keys or values
         raise ConfigError(f"invalid config: {' '.join(first_line(err).split())}") from None
+    except OSError as err:  # e.g. a path too long to look up
+        raise ConfigError(f"config file {str(path)!r}: {first_line(err)}") from None
 
 
 class _ConfigLoader(yaml.SafeLoader):
