@@ -396,6 +396,47 @@ def test_adversarial_term_trains_saves_and_resumes_exactly(workspace, states):
     assert out.size == (16, 16)
 
 
+def test_transport_term_changes_the_field_and_resumes_exactly(workspace):
+    tmp, _, config = workspace
+    adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
+    adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
+    tau = (*adv, "adversarial.transport_weight=1")
+    without, whole, split = tmp / "run-adv", tmp / "run-tau", tmp / "run-tau-split"
+    train_module.main(config(*adv, "train.steps=6", f"train.output_dir={without}"))
+    train_module.main(config(*tau, "train.steps=6", f"train.output_dir={whole}"))
+    assert _final_unet(whole) != _final_unet(without)
+    assert not (runs.latest_state(whole) / "content").exists()  # no feature net to train
+    train_module.main(config(*tau, "train.steps=3", f"train.output_dir={split}"))
+    train_module.main(config(*tau, "train.steps=6", f"train.output_dir={split}"))
+    assert _final_unet(split) == _final_unet(whole)
+
+
+@pytest.mark.parametrize("states", ["path", "trajectory"])
+def test_content_term_trains_saves_and_resumes_exactly(workspace, states):
+    from translate.content import ContentTerm
+
+    tmp, _, config = workspace
+    adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
+    if states == "path":
+        adv += ("adversarial.trajectory_steps=0",)
+    else:
+        adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
+    nce = (*adv, "adversarial.nce_weight=1", "adversarial.nce_patches=8")
+    without, whole, split = tmp / "run-adv", tmp / "run-nce", tmp / "run-nce-split"
+    train_module.main(config(*adv, "train.steps=6", f"train.output_dir={without}"))
+    train_module.main(config(*nce, "train.steps=6", f"train.output_dir={whole}"))
+    assert _final_unet(whole) != _final_unet(without)  # the term changes the field
+    assert not (runs.latest_state(without) / "content").exists()  # weight 0: nothing built
+    state = runs.latest_state(whole) / "content"
+    trained = load_file(str(state / ContentTerm.WEIGHTS))
+    fresh = ContentTerm(4, 8, 0.07, 1e-3, "cpu", seed=0).net.state_dict()
+    assert any(not torch.equal(trained[k], fresh[k]) for k in fresh)  # the features trained
+    # stopped at step 3 and resumed: the feature net and its optimizer come back exactly
+    train_module.main(config(*nce, "train.steps=3", f"train.output_dir={split}"))
+    train_module.main(config(*nce, "train.steps=6", f"train.output_dir={split}"))
+    assert _final_unet(split) == _final_unet(whole)
+
+
 class Interrupted(Exception):
     pass
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from translate.config import SPACES, WEIGHTINGS
+from translate.runs import load_module_state, save_module_state
 
 DOMAINS = ("a", "b")
 
@@ -173,6 +173,16 @@ def discriminator_loss(
     return DiscriminatorLoss(logistic + r1_gamma / 2 * r1, logistic.detach(), r1.detach())
 
 
+def average_gradients(module: nn.Module, reduce=None) -> None:
+    """Average a module's gradients over processes with ``reduce`` (e.g. ``accelerator.reduce``),
+    for training-only modules that are not wrapped for data parallelism; None: one process."""
+    if reduce is None:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            p.grad = reduce(p.grad, reduction="mean")
+
+
 def ramp(step: int, start: int, length: int) -> float:
     """The adversarial weight's share at optimizer step ``step`` (1-based): 0 up to ``start``,
     then linear to 1 over ``length`` steps."""
@@ -232,24 +242,14 @@ class Adversary:
         self.optimizer.zero_grad(set_to_none=True)
         loss = discriminator_loss(self.disc, real, fake, self.r1_gamma, weights)
         loss.total.backward()
-        if reduce is not None:
-            for p in self.disc.parameters():
-                if p.grad is not None:
-                    p.grad = reduce(p.grad, reduction="mean")
+        average_gradients(self.disc, reduce)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)  # the generator's backward fills them again
         return loss
 
     def save(self, folder: Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file(self.disc.state_dict(), str(folder / self.WEIGHTS))
-        torch.save(self.optimizer.state_dict(), folder / self.OPTIMIZER)
+        save_module_state(folder, self.disc, self.optimizer, self.WEIGHTS, self.OPTIMIZER)
 
     def load(self, folder: Path) -> None:
         """Restore from ``save``'s folder; raises FileNotFoundError when a file is missing."""
-        folder = Path(folder)
-        device = next(self.disc.parameters()).device
-        self.disc.load_state_dict(load_file(str(folder / self.WEIGHTS), device=str(device)))
-        state = torch.load(folder / self.OPTIMIZER, map_location=device, weights_only=True)
-        self.optimizer.load_state_dict(state)
+        load_module_state(folder, self.disc, self.optimizer, self.WEIGHTS, self.OPTIMIZER)

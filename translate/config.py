@@ -189,6 +189,15 @@ class AdversarialConfig:
     # latents: the discriminators judge latents; pixels: they judge decoded images (the frozen
     # VAE decoder in the generator's graph; the real ends are decoded too)
     space: str = "latents"
+    # the content term (translate.content): PatchNCE between each judged endpoint and its
+    # source (Park et al. 2020; UNSB's content term), added with this weight and ramped with
+    # the adversarial term; 0: off. The feature net trains at adversarial.lr
+    nce_weight: float = 0.0
+    nce_patches: int = 64  # latent locations sampled per image (positives and negatives)
+    nce_temperature: float = 0.07  # of the contrastive softmax (CUT's value)
+    # the transport cost tau |z_src - z_hat|^2 of each judged endpoint from its source (UNSB's
+    # Schrodinger-bridge cost), added with this weight and ramped likewise; 0: off
+    transport_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("adversarial.weighting", self.weighting, WEIGHTINGS)
@@ -200,6 +209,20 @@ class AdversarialConfig:
                 raise ConfigError(f"adversarial.{key} must be >= 0, got {getattr(self, key)}")
         _positive("adversarial.lr", self.lr)
         _positive("adversarial.width", self.width)
+        if self.nce_patches < 2:
+            raise ConfigError(
+                f"adversarial.nce_patches must be >= 2 (a positive and a negative), "
+                f"got {self.nce_patches}"
+            )
+        _positive("adversarial.nce_temperature", self.nce_temperature)
+        for key in ("nce_weight", "transport_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"adversarial.{key} must be >= 0, got {getattr(self, key)}")
+            if getattr(self, key) > 0 and self.weight == 0:
+                raise ConfigError(
+                    f"adversarial.{key} needs adversarial.weight > 0: the term compares the "
+                    "endpoints the adversarial term judges with their sources"
+                )
 
 
 @dataclass

@@ -83,3 +83,29 @@ def where_next(run_dir: Path, step: int) -> str:
         f"next: translate-folder {final} INPUT_DIR OUTPUT_DIR  |  "
         f"translate-app --checkpoint {final}  |  translate-eval {final}"
     )
+
+
+def save_module_state(folder: Path, module, optimizer, weights: str, opt_state: str) -> None:
+    """A training-only module (discriminators, feature nets) and its optimizer into ``folder``:
+    the weights as safetensors, the optimizer state as a tensor-only torch file."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(module.state_dict(), str(folder / weights))
+    torch.save(optimizer.state_dict(), folder / opt_state)
+
+
+def load_module_state(folder: Path, module, optimizer, weights: str, opt_state: str) -> None:
+    """Restore ``save_module_state``'s folder onto the module's device (the optimizer state with
+    ``weights_only=True``). Raises FileNotFoundError when a file is missing."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    device = next(module.parameters()).device
+    module.load_state_dict(load_file(str(folder / weights), device=str(device)))
+    optimizer.load_state_dict(
+        torch.load(folder / opt_state, map_location=device, weights_only=True)
+    )

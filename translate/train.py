@@ -35,6 +35,7 @@ from translate.adversarial import (
 )
 from translate.codec import quiet_diffusers
 from translate.config import Config, TrainConfig, config_from_dict, to_dict, to_yaml
+from translate.content import ContentTerm, transport_cost
 from translate.coupling import (
     Coupler,
     DatasetPlan,
@@ -233,6 +234,10 @@ class Trainer:
             self.adversary = Adversary(
                 latent_shape[0], adv.width, adv.lr, adv.r1_gamma, device, cfg.train.seed, decode
             )
+        self.content = None  # nce_weight 0: no feature net at all
+        if adv.weight > 0 and adv.nce_weight > 0:
+            shape = (latent_shape[0], adv.nce_patches, adv.nce_temperature)
+            self.content = ContentTerm(*shape, adv.lr, device, cfg.train.seed)
         self.step = 0
         self._samples: list | None = None  # see _sample_sources
 
@@ -374,10 +379,12 @@ class Trainer:
             cfg.flow.time_sampling,
             cfg.flow.high_frequency_weight,
         )
-        adv = self._adversarial_step(step, field, weight)
+        adv = self._adversarial_step(step, field, weight, Endpoints(x0, x1))
         loss = step.loss
         if adv is not None and adv.generator is not None:
             loss = loss + adv.weight * adv.generator
+        if adv is not None and adv.content is not None:
+            loss = loss + adv.weight / cfg.adversarial.weight * adv.content  # ramped alike
         mean_loss = acc.gather(step.loss.detach()[None]).mean().item()
         if not math.isfinite(mean_loss):
             raise TranslateError(self._poisoned("loss", mean_loss))
@@ -390,6 +397,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.content is not None and adv is not None and adv.content is not None:
+            self.content.step(acc.reduce)  # the feature net, on the gradient it just received
         if adv is not None:
             adv.discriminator = self.adversary.update(
                 self._real_view(pairing, adv.fake), adv.fake, acc.reduce, adv.weights
@@ -471,7 +480,7 @@ class Trainer:
             return None
         m = min(self.cfg.adversarial.trajectory_batch, len(pairing.x0))
         real_a, real_b = pairing.real_ends
-        x = torch.cat([real_a[:m], real_b[:m]])
+        x = sources = torch.cat([real_a[:m], real_b[:m]])
         t_start = torch.cat([torch.zeros(m), torch.ones(m)]).to(x.device)
         k = torch.randint(0, steps, (2 * m,), generator=self.gens.rollout, device=x.device)
         condition = None
@@ -483,12 +492,13 @@ class Trainer:
             x_k, t_k = rollout_states(
                 lambda y, t: velocity(self.unet, y, t, condition), x, t_start, steps, k
             )
-        return Rollout(x_k, t_k, m, condition)
+        return Rollout(x_k, t_k, m, sources, condition)
 
     def _adversarial_step(
-        self, step: CFMStep, field: JointField, weight: float | None
+        self, step: CFMStep, field: JointField, weight: float | None, ends: Endpoints
     ) -> AdversarialStep | None:
-        """The predicted endpoints to judge and the generator loss of the coming step."""
+        """The predicted endpoints to judge, the generator loss and the content term of the
+        coming step; ``ends`` are the regression's pairs (x0 as ``a``, x1 as ``b``)."""
         if weight is None:
             return None
         rollout = field.rollout
@@ -498,6 +508,7 @@ class Trainer:
                 Endpoints(*predicted_endpoints(step.sample.x_t, step.sample.t, step.velocity)),
             )
             weights = endpoint_weights(t, self.cfg.adversarial.weighting)
+            sources = Endpoints(ends.b, ends.a)  # z_A is predicted from x1's side, z_B from x0's
         else:  # rolled-out states: z_B from the A sources, z_A from the B sources
             m = rollout.per_domain
             v = field.extra_velocity
@@ -508,9 +519,24 @@ class Trainer:
             fake = Endpoints(z_a[m:], z_b[:m])
             both = endpoint_weights(rollout.t, self.cfg.adversarial.weighting)
             weights = None if both is None else Endpoints(both.a[m:], both.b[:m])
+            sources = Endpoints(rollout.sources[m:], rollout.sources[:m])
+        content = self._content(fake, sources) if weight > 0 else None
         fake = self.adversary.view(fake)  # latents, or decoded images in pixel space
         generator = self.adversary.generator_loss(fake, weights) if weight > 0 else None
-        return AdversarialStep(weight, fake, weights, generator)
+        return AdversarialStep(weight, fake, weights, generator, content)
+
+    def _content(self, fake: Endpoints, sources: Endpoints) -> torch.Tensor | None:
+        """The weighted content terms of predicted endpoints against their sources (a scalar,
+        before the ramp), or None when both weights are 0."""
+        adv, terms = self.cfg.adversarial, []
+        for d in ("a", "b"):
+            translation, source = getattr(fake, d), getattr(sources, d)
+            if self.content is not None:
+                nce = self.content.loss(translation, source, self.gens.rollout)
+                terms.append(adv.nce_weight * nce)
+            if adv.transport_weight > 0:
+                terms.append(adv.transport_weight * transport_cost(translation, source))
+        return sum(terms) if terms else None
 
     def _export_missing(self) -> None:
         """Bring the exports up to date with the resumed state.
@@ -599,6 +625,8 @@ class Trainer:
         if acc.is_main_process:
             if self.adversary is not None:
                 self.adversary.save(tmp / "adversarial")
+            if self.content is not None:
+                self.content.save(tmp / "content")
             trainer_state = {"step": self.step, "device": acc.device.type}
             (tmp / "trainer_state.json").write_text(json.dumps(trainer_state))
             atomic.replace(tmp, states / name)
@@ -665,6 +693,8 @@ class Trainer:
         acc.load_state(str(state))  # with the EMA (_load_ema)
         if self.adversary is not None:
             self.adversary.load(state / "adversarial")
+        if self.content is not None:
+            self.content.load(state / "content")
         trainer_state = json.loads((state / "trainer_state.json").read_text())
         gens = state / f"generators_{acc.process_index}.safetensors"
         if gens.is_file():
@@ -733,6 +763,7 @@ class Rollout:
     x: torch.Tensor  # (2 * per_domain, C, h, w)
     t: torch.Tensor  # (2 * per_domain,), their times
     per_domain: int
+    sources: torch.Tensor  # (2 * per_domain, C, h, w): the clean latents they started from
     condition: SourceCondition | None = None  # their clean sources, for a conditioned field
 
 
@@ -774,12 +805,16 @@ class AdversarialStep:
     fake: Endpoints  # predicted endpoints as judged: latents (batch, C, h, w) or images
     weights: Endpoints | None  # per-sample weights of the endpoints (adversarial.weighting)
     generator: torch.Tensor | None  # the generator loss; None while weight is 0
+    # the weighted content terms (nce_weight, transport_weight), before the ramp; None: off
+    content: torch.Tensor | None = None
     discriminator: DiscriminatorLoss | None = None  # set after the discriminators' update
 
     def log(self) -> dict[str, float]:
         values = {"adv_weight": self.weight}
         if self.generator is not None:
             values["adv_generator"] = self.generator.item()
+        if self.content is not None:
+            values["content"] = self.content.item()
         if self.discriminator is not None:
             values["adv_discriminator"] = self.discriminator.logistic.item()
             values["adv_r1"] = self.discriminator.r1.item()
