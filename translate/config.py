@@ -204,7 +204,7 @@ class AdversarialConfig:
         _choice("adversarial.space", self.space, SPACES)
         _positive("adversarial.trajectory_batch", self.trajectory_batch)
         keys = ("weight", "start", "ramp", "r1_gamma", "disc_start", "trajectory_steps")
-        for key in keys:
+        for key in (*keys, "nce_weight", "transport_weight"):
             if (getattr(self, key) or 0) < 0:
                 raise ConfigError(f"adversarial.{key} must be >= 0, got {getattr(self, key)}")
         _positive("adversarial.lr", self.lr)
@@ -216,8 +216,6 @@ class AdversarialConfig:
             )
         _positive("adversarial.nce_temperature", self.nce_temperature)
         for key in ("nce_weight", "transport_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"adversarial.{key} must be >= 0, got {getattr(self, key)}")
             if getattr(self, key) > 0 and self.weight == 0:
                 raise ConfigError(
                     f"adversarial.{key} needs adversarial.weight > 0: the term compares the "
