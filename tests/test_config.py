@@ -66,6 +66,7 @@ def test_wrong_type_is_one_line():
         ("reflow.rounds=300", "more than the 200 reflow steps"),
         ("reflow.pairs=forward", "both, a2b, b2a"),
         ("adversarial.space=rgb", "latents, pixels"),
+        ("adversarial.trajectory_states=first", "uniform, last, ends"),
         ("vae.own.mixed_precision=fp16", "vae.own.mixed_precision.*auto, no, bf16"),
     ],
 )

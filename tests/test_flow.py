@@ -9,6 +9,7 @@ from translate.flow import (
     high_pass,
     predicted_endpoints,
     rollout_states,
+    rollout_steps,
     sample_time,
 )
 from translate.solvers import integrate
@@ -135,6 +136,36 @@ def test_rollout_states_are_the_euler_solvers_own_states():
     torch.testing.assert_close(x_k[0], a[0])  # k = 0: the source itself
     with pytest.raises(ValueError, match="k must lie in"):
         rollout_states(field, a, torch.zeros(4), 4, torch.tensor([0, 1, 2, 4]))
+
+
+def test_rollout_steps_pick_the_named_euler_states():
+    g = torch.Generator().manual_seed(0)
+    uniform = rollout_steps("uniform", 4, 64, g)  # the draws of the recipe before the option
+    same = torch.Generator().manual_seed(0)
+    assert torch.equal(uniform, torch.randint(0, 4, (64,), generator=same))
+    assert rollout_steps("last", 4, 5, g).tolist() == [3] * 5
+    ends = rollout_steps("ends", 4, 64, g)
+    assert set(ends.tolist()) == {0, 3}
+    assert rollout_steps("ends", 1, 3, g).tolist() == [0, 0, 0]  # one step: both ends are k = 0
+    with pytest.raises(ValueError, match="unknown rollout states"):
+        rollout_steps("first", 4, 2, g)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        rollout_steps("last", 0, 2, g)
+
+
+def test_the_prediction_from_the_last_rollout_state_is_the_k_step_translation():
+    def field(x, t):
+        t = torch.as_tensor(t).reshape(-1, 1, 1, 1)
+        return torch.cos(2 * x) * (1 - t) + x * t
+
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
+    t_start = torch.tensor([0.0] * 3 + [1.0] * 3)
+    k = rollout_steps("last", 4, 6, g)
+    x_k, t_k = rollout_states(field, torch.cat([a, b]), t_start, 4, k)
+    z_a, z_b = predicted_endpoints(x_k, t_k, field(x_k, t_k))
+    torch.testing.assert_close(z_b[:3], integrate(field, a, 0.0, 1.0, steps=4).x)
+    torch.testing.assert_close(z_a[3:], integrate(field, b, 1.0, 0.0, steps=4).x)
 
 
 def test_noised_sources_noise_each_rows_source_end_and_condition_on_it():

@@ -379,6 +379,10 @@ def test_adversarial_term_trains_saves_and_resumes_exactly(workspace, states):
         path_states = (*adv[:3], "adversarial.trajectory_steps=0")
         train_module.main(config(*path_states, "train.steps=6", f"train.output_dir={path_only}"))
         assert _final_unet(whole) != _final_unet(path_only)
+        last = tmp / "run-adv-last"  # judging only the K-step translations changes it too
+        last_states = (*adv, "adversarial.trajectory_states=last")
+        train_module.main(config(*last_states, "train.steps=6", f"train.output_dir={last}"))
+        assert _final_unet(last) not in (_final_unet(whole), _final_unet(path_only))
     state = runs.latest_state(whole) / "adversarial"
     assert (state / "discriminators.safetensors").is_file() and (state / "optimizer.bin").is_file()
     first_layer = load_file(str(state / "discriminators.safetensors"))["nets.a.net.0.weight"]

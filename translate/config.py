@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from translate.errors import ConfigError, first_line
-from translate.flow import TIME_SAMPLINGS
+from translate.flow import ROLLOUT_STATES, TIME_SAMPLINGS
 from translate.solvers import METHODS
 
 SOURCES = ("emoji", "folders", "celeba", "glyphs")
@@ -185,6 +185,9 @@ class AdversarialConfig:
     # the states the field itself reaches after k of K Euler steps from real sources (k drawn
     # per sample in [0, K)), as inference does with K steps (UNSB's simulated states)
     trajectory_steps: int = 4
+    # which of those states: uniform (k drawn in [0, K)); last (k = K - 1: the judged
+    # prediction is the K-step Euler translation itself); ends (k = 0 or K - 1)
+    trajectory_states: str = "uniform"
     trajectory_batch: int = 16  # sources per domain rolled out per step (trajectory_steps > 0)
     # latents: the discriminators judge latents; pixels: they judge decoded images (the frozen
     # VAE decoder in the generator's graph; the real ends are decoded too)
@@ -202,6 +205,7 @@ class AdversarialConfig:
     def __post_init__(self) -> None:
         _choice("adversarial.weighting", self.weighting, WEIGHTINGS)
         _choice("adversarial.space", self.space, SPACES)
+        _choice("adversarial.trajectory_states", self.trajectory_states, ROLLOUT_STATES)
         _positive("adversarial.trajectory_batch", self.trajectory_batch)
         keys = ("weight", "start", "ramp", "r1_gamma", "disc_start", "trajectory_steps")
         for key in (*keys, "nce_weight", "transport_weight"):

@@ -19,7 +19,8 @@ A source-conditioned field v(x, t | c) also sees the clean source latent c of it
 and which end it starts from (``SourceCondition``), and starts from the noised source
 c + sigma_s * eps (``noised_sources``): from x_A + sigma_s * eps at t = 0 for A -> B, from
 x_B + sigma_s * eps at t = 1 for B -> A, so that one field still serves both directions.
-``rollout_states`` gives the states the field itself reaches on the Euler grid of inference.
+``rollout_states`` gives the states the field itself reaches on the Euler grid of inference,
+after the numbers of steps ``rollout_steps`` draws (``ROLLOUT_STATES``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 T_EPS = 1e-5  # keeps the SB-CFM term finite at the end points
 TIME_SAMPLINGS = ("uniform", "logit-normal", "u-shape")
+ROLLOUT_STATES = ("uniform", "last", "ends")  # which Euler states rollout_steps picks
 TIME_SCALE = 1000.0  # t in [0, 1] -> the UNet's timestep input (network_time)
 
 
@@ -187,6 +189,29 @@ def rollout_states(
         x = x + moving * _expand(sign / steps, x) * field(x, t)
         t = t + (k > j).to(t.dtype) * sign / steps
     return x, t
+
+
+def rollout_steps(
+    states: str, steps: int, n: int, generator: torch.Generator, device=None
+) -> torch.Tensor:
+    """How many of ``steps`` Euler steps each of n rolled-out sources takes: (n,) int64 in
+    [0, steps), the ``k`` of ``rollout_states``.
+
+    ``uniform``: k drawn uniformly, so every state of the K-step sampler is judged alike.
+    ``last``: k = K - 1 for all, the state the sampler's last step starts from; the one-step
+    prediction from it is the K-step Euler translation itself. ``ends``: k = 0 or K - 1 with
+    equal chance, the one-step and the K-step translations. Raises ValueError for an unknown
+    name or ``steps`` < 1.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if states == "uniform":
+        return torch.randint(0, steps, (n,), generator=generator, device=device)
+    if states == "last":
+        return torch.full((n,), steps - 1, dtype=torch.int64, device=device)
+    if states == "ends":
+        return torch.randint(0, 2, (n,), generator=generator, device=device) * (steps - 1)
+    raise ValueError(f"unknown rollout states {states!r}; choose from {ROLLOUT_STATES}")
 
 
 def time_span(direction: str, strength: float = 1.0) -> tuple[float, float]:

@@ -54,6 +54,7 @@ from translate.flow import (
     noised_sources,
     predicted_endpoints,
     rollout_states,
+    rollout_steps,
 )
 from translate.images import grid, load_rgb, resize_center_crop
 from translate.latent_sampling import LatentSampler, free_memory, keep_in_memory
@@ -472,7 +473,8 @@ class Trainer:
         """Sources of both domains carried along the field's own Euler trajectory (no grad).
 
         The first ``adversarial.trajectory_batch`` latents of each batch, after k of K Euler
-        steps, k drawn per sample (``translate.flow.rollout_states``); None unless
+        steps, k per sample as ``adversarial.trajectory_states`` says
+        (``translate.flow.rollout_steps``, ``rollout_states``); None unless
         ``adversarial.trajectory_steps`` > 0 and the term is on.
         """
         steps = self.cfg.adversarial.trajectory_steps
@@ -482,7 +484,8 @@ class Trainer:
         real_a, real_b = pairing.real_ends
         x = sources = torch.cat([real_a[:m], real_b[:m]])
         t_start = torch.cat([torch.zeros(m), torch.ones(m)]).to(x.device)
-        k = torch.randint(0, steps, (2 * m,), generator=self.gens.rollout, device=x.device)
+        states = self.cfg.adversarial.trajectory_states
+        k = rollout_steps(states, steps, 2 * m, self.gens.rollout, x.device)
         condition = None
         if self.cfg.flow.source_condition:  # start from the noised sources, as inference does
             condition = SourceCondition.of(x, t_start == 1)
