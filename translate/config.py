@@ -182,8 +182,8 @@ class AdversarialConfig:
     # A -> B, t for B -> A), so that one-step translations from the sources dominate
     weighting: str = "uniform"
     # where the judged predictions start: 0, points of the path x_t (the CFM step's own); K > 0,
-    # the states the field itself reaches after k of K Euler steps from real sources (k drawn
-    # per sample in [0, K)), as inference does with K steps (UNSB's simulated states)
+    # the states the field itself reaches after k of K Euler steps from real sources (k per
+    # sample, as trajectory_states says), as inference does with K steps (UNSB's simulated states)
     trajectory_steps: int = 4
     # which of those states: uniform (k drawn in [0, K)); last (k = K - 1: the judged
     # prediction is the K-step Euler translation itself); ends (k = 0 or K - 1)
