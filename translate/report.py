@@ -87,7 +87,8 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
             if realism == "latent"
             else ""
         ),
-        f"- domain classifier (logistic regression on latents), held-out accuracy: "
+        f"- domain classifier (a small CNN on pixels, trained on the real training images), "
+        f"held-out accuracy on the real test images: "
         f"{meta['classifier_accuracy']:.1%}",
         "- `src` columns compare the translation with its source (faithfulness); `GT` columns "
         "with the true counterpart (same file name in the other domain); top-k: the counterpart "
