@@ -10,7 +10,8 @@ is a squared Euclidean distance between features:
 - ``latents[:s]``, ``pixels[:s]`` (pooled to s x s), ``mask:s`` (darkness, pooled);
 - ``...-std`` standardised per domain, ``...-white`` whitened per domain (CORAL);
 - ``translated-a2b`` |T_AB(a) - b|^2, ``translated-b2a`` |a - T_BA(b)|^2 and ``translated-sum``,
-  with the checkpoint's field in ``--nfe`` Euler steps.
+  with the checkpoint's field in ``--nfe`` Euler steps;
+- ``x+y*w``: a sum of costs, each divided by its mean over all pairs, ``y``'s weighted by ``w``.
 
 For each cost: the share of A images whose cheapest B is the counterpart, whose partner under
 one exact plan over the whole split (``ot.emd``) is, and whose partner under the exact plan of
@@ -18,6 +19,12 @@ a batch of ``--batch`` pairs is (``--batches`` random batches). Each coupler in 
 (``exact``, ``sinkhorn:reg``, ``unbalanced:tau:reg``: ``translate.coupling``'s own, on the
 latent cost) pairs the same batches; reported: the share of its pairs that are counterparts,
 their mean cost over the batch's mean cost, and the share of distinct A rows among them.
+
+Where the counterpart is absent, as in unpaired data: each cost's exact plan between an A-batch
+and a B-batch drawn from two disjoint halves of the split. Of the A emoji with a skin-tone
+modifier (U+1F3FB..U+1F3FF in the file name), reported: the share whose partner carries the same
+modifier ("tone kept"; one in five by chance among toned partners), the share whose partner
+carries any modifier, and the share whose partner is the same emoji in another tone.
 Result and reading: docs/SHARPNESS.md ("Which cost finds the counterpart?", "Unbalanced plans").
 """
 
@@ -61,8 +68,19 @@ def _whiten(x: torch.Tensor) -> torch.Tensor:
     return x @ vectors @ torch.diag(values.clamp_min(1e-8).rsqrt()) @ vectors.T
 
 
+SKIN_TONES = ("1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff")
+
+
 def features(name: str, pixels, latents, translated) -> tuple[torch.Tensor, torch.Tensor]:
     """The (A, B) feature rows, flattened, float64, of one ``--costs`` entry."""
+    if "+" in name:  # a sum of costs: scale each part's features by sqrt(weight / mean cost)
+        parts = []
+        for term in name.split("+"):
+            term, _, weight = term.partition("*")
+            a, b = features(term, pixels, latents, translated)
+            scale = (float(weight or 1) / pairwise_cost(a, b).mean()).sqrt()
+            parts.append((a * scale, b * scale))
+        return tuple(torch.cat([p[i] for p in parts], 1) for i in (0, 1))
     base, _, size = name.partition(":")
     base, _, transform = base.partition("-")
     size = int(size) if size else None
@@ -96,6 +114,42 @@ def cost_row(name, a, b, batches) -> dict:
         "nearest neighbour": float((cost.argmin(1).numpy() == target).mean()),
         "dataset plan": float((plan.argmax(1) == target).mean()),
         "batch plan": float(np.mean(per_batch)),
+    }
+
+
+def _tone(name: str) -> str | None:
+    return next((t for t in SKIN_TONES if t in name), None)
+
+
+def _item(name: str) -> str:
+    for tone in SKIN_TONES:
+        name = name.replace(f"-{tone}", "")
+    return name
+
+
+def tone_row(name, a, b, names, batches) -> dict:
+    """Skin tone and item of the partners under exact plans of batches without counterparts."""
+    cost = pairwise_cost(a, b)
+    toned = kept = any_tone = sibling = 0
+    for index_a, index_b in batches:
+        sub = cost[index_a][:, index_b].numpy()
+        w = np.full(len(index_a), 1 / len(index_a))
+        partner = index_b[ot.emd(w, w, sub).argmax(1)]
+        for i, j in zip(index_a, partner, strict=True):
+            tone = _tone(names[i])
+            if tone is None:
+                continue
+            toned += 1
+            kept += _tone(names[j]) == tone
+            any_tone += _tone(names[j]) is not None
+            sibling += _item(names[j]) == _item(names[i])
+    share = (lambda count: count / toned) if toned else (lambda count: None)
+    return {
+        "cost": name,
+        "toned A rows": toned,
+        "tone kept": share(kept),
+        "toned partner": share(any_tone),
+        "same emoji, other tone": share(sibling),
     }
 
 
@@ -176,11 +230,30 @@ def main() -> None:
         for c in args.costs.split(",")
     ]
     coupler_rows = [coupler_row(c, latents, batches) for c in args.couplers.split(",")]
+    names = [f.name for f in files[0]]
+    half = n // 2
+    disjoint = []
+    for _ in range(args.batches):
+        order = rng.permutation(n)
+        size = min(args.batch, half)
+        disjoint.append((order[:size], order[half : half + size]))
+    tone_rows = [
+        tone_row(c, *features(c, pixels, latents, translated), names, disjoint)
+        for c in args.costs.split(",")
+    ]
     print(f"{n} pairs of {args.split}, batches of {min(args.batch, n)}")
     print(table(cost_rows, ["cost", "nearest neighbour", "dataset plan", "batch plan"]))
     columns = ["coupler", "counterpart pairs", "paired cost / mean", "distinct A rows"]
     print(table(coupler_rows, columns))
-    write_json(args.out, {"pairs": n, "costs": cost_rows, "couplers": coupler_rows})
+    print(
+        f"batches of {min(args.batch, half)} from disjoint halves (no counterpart present), "
+        f"A emoji with a skin-tone modifier:"
+    )
+    print(table(tone_rows, ["cost", "tone kept", "toned partner", "same emoji, other tone"]))
+    write_json(
+        args.out,
+        {"pairs": n, "costs": cost_rows, "couplers": coupler_rows, "tones": tone_rows},
+    )
 
 
 if __name__ == "__main__":

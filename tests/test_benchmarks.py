@@ -112,10 +112,14 @@ def test_pairing_accuracy_finds_every_counterpart_of_identical_domains(repo, tmp
 
     data = make_folders(tmp_path / "data")
     shutil.rmtree(data / "trainB")
+    for i, path in enumerate(sorted((data / "trainA").iterdir())):  # 4 skin-toned file names
+        if i % 3 == 0:
+            path.rename(path.with_name(f"{path.stem}-1f3fb.png"))
     shutil.copytree(data / "trainA", data / "trainB")
     tiny_translator(tiny_vae).save_pretrained(tmp_path / "ckpt")
     args = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(data), "--split", "train"]
-    args += ["--costs", "latents,pixels:8,latents-std", "--couplers", "exact,unbalanced:0.9:0.01"]
+    costs = "latents,pixels:8,latents-std,latents+pixels:4*2"
+    args += ["--costs", costs, "--couplers", "exact,unbalanced:0.9:0.01"]
     args += ["--batch", "6", "--batches", "3", "--nfe", "1"]
     result = _run(repo, tmp_path, "pairing_accuracy", *args)
     assert result["pairs"] == 12
@@ -124,6 +128,12 @@ def test_pairing_accuracy_finds_every_counterpart_of_identical_domains(repo, tmp
     exact, unbalanced = result["couplers"]
     assert exact["counterpart pairs"] == 1.0 and exact["distinct A rows"] == 1.0
     assert unbalanced["counterpart pairs"] > 0.8
+    # batches from disjoint halves: the counterpart is never there; every toned partner carries
+    # the only modifier there is, so "tone kept" equals "toned partner"
+    assert [r["cost"] for r in result["tones"]] == costs.split(",")
+    for row in result["tones"]:
+        assert row["toned A rows"] > 0 and row["same emoji, other tone"] == 0.0
+        assert 0 <= row["tone kept"] == row["toned partner"] <= 1
 
 
 def test_paired_fit_of_a_still_field_is_the_identity(repo, tmp_path, tiny_vae, folders):
@@ -177,3 +187,18 @@ def test_codec_ceiling_trains_stage1_once_and_scores_both_domains(repo, tmp_path
     assert all(r["sharpness"] > 0 and r["psnr"] > 0 for r in first["rows"])
     again = _run(repo, tmp_path, "codec_ceiling", *args)  # the cached VAE, not a new one
     assert again["codec"] == first["codec"] and again["rows"] == first["rows"]
+
+
+def test_domain_classifier_scores_every_set(repo, tmp_path, tiny_vae, folders):
+    """Circles against squares: every classifier is scored on the real, reconstructed and
+    translated sets, each share in [0, 1]."""
+    from helpers import tiny_translator
+
+    tiny_translator(tiny_vae).save_pretrained(tmp_path / "ckpt")
+    args = [str(tmp_path / "ckpt"), "--data", str(folders), "--nfe", "1", "--seeds", "0"]
+    result = _run(repo, tmp_path, "domain_classifier", *args)
+    names = [r["classifier"] for r in result["rows"]]
+    assert names[-1] == "CNN, seed 0" and names[0] == "linear probe, latents 8x8"
+    sets = ["real A", "real B", "VAE A", "VAE B", "A→B 1 NFE", "B→A 1 NFE"]
+    for row in result["rows"]:
+        assert all(0 <= row[s] <= 1 for s in sets), row
