@@ -296,12 +296,17 @@ def _classifier_net() -> nn.Module:
 
 
 def _classifier_input(images: torch.Tensor) -> torch.Tensor:
-    images = images.float().clamp(-1, 1)
-    if images.shape[-1] > CLASSIFIER_SIZE or images.shape[-2] > CLASSIFIER_SIZE:
-        images = F.interpolate(
-            images, size=(CLASSIFIER_SIZE, CLASSIFIER_SIZE), mode="bilinear", antialias=True
-        )
-    return images
+    """(n, 3, H, W) in [-1, 1] -> float32, clamped, resized to CLASSIFIER_SIZE if larger
+    (in chunks, so that large images are never all converted at once)."""
+    if images.shape[-1] <= CLASSIFIER_SIZE and images.shape[-2] <= CLASSIFIER_SIZE:
+        return images.float().clamp(-1, 1)
+    size = (CLASSIFIER_SIZE, CLASSIFIER_SIZE)
+    return torch.cat(
+        [
+            F.interpolate(c.float().clamp(-1, 1), size=size, mode="bilinear", antialias=True)
+            for c in images.split(256)
+        ]
+    )
 
 
 class DomainClassifier:
@@ -335,7 +340,7 @@ class DomainClassifier:
         """
         if not len(pixels_a) or not len(pixels_b):
             raise ValueError("the domain classifier needs at least one image of each domain")
-        x = _classifier_input(torch.cat([pixels_a, pixels_b]))
+        x = torch.cat([_classifier_input(pixels_a), _classifier_input(pixels_b)])  # <= 64 px
         y = torch.cat([torch.zeros(len(pixels_a)), torch.ones(len(pixels_b))])
         pos_weight = torch.tensor(len(pixels_a) / len(pixels_b))
         generator = torch.Generator().manual_seed(seed)
