@@ -14,8 +14,10 @@ other domain's test images in ``--nfe`` Euler steps (domain success). Classifier
 - ``linear probe, pixels 32x32``: logistic regression on pixels average-pooled to 32 x 32;
 - ``CNN, seed s``: ``translate.metrics.DomainClassifier``, today's, once per ``--seeds``.
 
-A classifier that scores real held-out images at 91 % cannot tell a 95 % domain success from
-its own errors. Result and reading: docs/SHARPNESS.md §1 ("Which classifier judges the domain").
+``--failures PNG`` also writes the translations that the first CNN rejects, each after its
+source (ten pairs to a row, B→A first). A classifier that scores real held-out images at 91 %
+cannot tell a 95 % domain success from its own errors. Result and reading: docs/SHARPNESS.md
+§1 ("Which classifier judges the domain").
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from common import table, write_json
 
 from translate import Translator
 from translate.autoencoder import _as_float, _load_pixels
+from translate.images import grid, to_pil
 from translate.metrics import DomainClassifier
 
 
@@ -55,6 +58,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="folder with trainA/B and testA/B")
     parser.add_argument("--nfe", type=int, default=4)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--failures", help="PNG of the translations the first CNN rejects")
     parser.add_argument("--out", default="benchmarks/results/domain_classifier.json")
     args = parser.parse_args()
 
@@ -96,11 +100,25 @@ def main() -> None:
             start = time.perf_counter()
             predict = _linear_probe(features, train_a, train_b)
             predictors[name] = (predict, time.perf_counter() - start)
+    cnns = []
     for seed in (int(s) for s in args.seeds.split(",")):
         start = time.perf_counter()
-        cnn = DomainClassifier.fit(train_a, train_b, seed=seed)
-        predict = lambda x, c=cnn: (c.prob_b(x) >= 0.5).long()  # noqa: E731
+        cnns.append(DomainClassifier.fit(train_a, train_b, seed=seed))
+        predict = lambda x, c=cnns[-1]: (c.prob_b(x) >= 0.5).long()  # noqa: E731
         predictors[f"CNN, seed {seed}"] = (predict, time.perf_counter() - start)
+    if args.failures and cnns:
+        tiles = []
+        for (images, label), sources in (
+            (sets[f"B→A {args.nfe} NFE"], test_b),
+            (sets[f"A→B {args.nfe} NFE"], test_a),
+        ):
+            rejected = ((cnns[0].prob_b(images) >= 0.5).long() != label).nonzero().flatten()
+            for i in rejected.tolist():
+                tiles += to_pil(torch.stack([sources[i], images[i]]))
+        rows = [tiles[i : i + 20] for i in range(0, len(tiles), 20)]
+        if rows:
+            rows[-1] += [to_pil(torch.ones(1, 3, res, res))[0]] * (20 - len(rows[-1]))
+            grid(rows).save(args.failures)
 
     rows = []
     for name, (predict, seconds) in predictors.items():
