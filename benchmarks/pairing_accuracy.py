@@ -24,7 +24,7 @@ Where the counterpart is absent, as in unpaired data: each cost's exact plan bet
 and a B-batch drawn from two disjoint halves of the split. Of the A emoji with a skin-tone
 modifier (U+1F3FB..U+1F3FF in the file name), reported: the share whose partner carries the same
 modifier ("tone kept"; one in five by chance among toned partners), the share whose partner
-carries any modifier, and the share whose partner is the same emoji in another tone.
+carries any modifier, and the share whose partner is the same emoji in another tone or untoned.
 Result and reading: docs/SHARPNESS.md ("Which cost finds the counterpart?", "Unbalanced plans").
 """
 
@@ -149,7 +149,7 @@ def tone_row(name, a, b, names, batches) -> dict:
         "toned A rows": toned,
         "tone kept": share(kept),
         "toned partner": share(any_tone),
-        "same emoji, other tone": share(sibling),
+        "same emoji, other or no tone": share(sibling),
     }
 
 
@@ -210,7 +210,7 @@ def main() -> None:
         _as_float(_load_pixels(f, translator.resolution, None, f"{args.split} {d}"))
         for f, d in zip(files, "AB", strict=True)
     ]
-    if len(pixels[0]) != len(pixels[1]):
+    if not len(pixels[0]) == len(pixels[1]) == len(files[0]):
         raise SystemExit("an image of the paired split could not be read: the pairs are broken")
 
     def in_chunks(fn, x: torch.Tensor) -> torch.Tensor:
@@ -249,7 +249,7 @@ def main() -> None:
         f"batches of {min(args.batch, half)} from disjoint halves (no counterpart present), "
         f"A emoji with a skin-tone modifier:"
     )
-    print(table(tone_rows, ["cost", "tone kept", "toned partner", "same emoji, other tone"]))
+    print(table(tone_rows, ["cost", "tone kept", "toned partner", "same emoji, other or no tone"]))
     write_json(
         args.out,
         {"pairs": n, "costs": cost_rows, "couplers": coupler_rows, "tones": tone_rows},

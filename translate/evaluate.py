@@ -286,8 +286,7 @@ class _Scorer:
             scores["memorisation"] = metrics.memorisation_ratio(
                 out, self.tgt.pixels, self.train_targets
             )
-        prob_b = self.classifier.prob_b(out)
-        success = prob_b >= 0.5 if self.direction == "a2b" else prob_b < 0.5
+        success = self.classifier.success(out, self.direction)
         scores["success"] = success.float().mean().item()
         if self.truth is not None:
             keep = self.paired
@@ -350,11 +349,16 @@ def _translate(tr: Translator, pixels, direction, method, steps, opts):
 
 
 def _classifier(opts, resolution, train_a, train_b, test_a, test_b):
-    """The domain classifier on pixels and its held-out accuracy; cached in ``opts.out`` under
-    a key of the resolution, the training files and the seed (no VAE: it judges pixels)."""
-    key = hashlib.sha256(
+    """The domain classifier on pixels and its accuracy on the evaluated split; cached in
+    ``opts.out`` under a key of the training images' names and pixels, the resolution and the
+    seed (no VAE: it judges pixels), so that other data never reuses it."""
+    digest = hashlib.sha256(
         json.dumps([resolution, train_a.names, train_b.names, opts.seed]).encode()
-    ).hexdigest()[:16]
+    )
+    for pixels in (train_a.pixels, train_b.pixels):
+        for chunk in pixels.split(256):
+            digest.update(chunk.contiguous().numpy().tobytes())
+    key = digest.hexdigest()[:16]
     path = Path(opts.out) / "classifier.safetensors"
     classifier = metrics.DomainClassifier.load(str(path), key)
     if classifier is None:

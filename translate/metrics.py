@@ -288,7 +288,8 @@ CLASSIFIER_VERSION = "cnn-1"  # part of a cached classifier's key: bump when the
 
 
 def _classifier_net() -> nn.Module:
-    """Four stride-2 3 x 3 convolutions (16-32-64-64 channels), global mean pool, one logit."""
+    """Images (n, 3, H, W) -> logits (n, 1): four stride-2 3 x 3 convolutions (16-32-64-64
+    channels, SiLU), a global mean pool and one linear unit; any H, W >= 1."""
     layers: list[nn.Module] = []
     for c_in, c_out in ((3, 16), (16, 32), (32, 64), (64, 64)):
         layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.SiLU()]
@@ -332,14 +333,21 @@ class DomainClassifier:
         lr: float = 2e-3,
         seed: int = 0,
     ) -> DomainClassifier:
-        """Train on images (n_a, 3, H, W) of domain A and (n_b, 3, H, W) of domain B in [-1, 1].
+        """Train on images (n_a, 3, H, W) of domain A and (n_b, 3, H, W) of domain B in [-1, 1],
+        both of one size.
 
-        Logistic loss with the smaller domain up-weighted to balance the two; AdamW for
-        ``epochs`` passes over shuffled batches. Deterministic for a seed on one machine; the
-        global random state is left as it was. Raises ValueError if a domain has no image.
+        Logistic loss with B's images weighted by n_a / n_b, so that both domains weigh the same
+        in total; AdamW for ``epochs`` passes over shuffled batches. Deterministic for a seed on
+        one machine; the global random state is left as it was. Raises ValueError if a domain
+        has no image or the two domains' images differ in size.
         """
         if not len(pixels_a) or not len(pixels_b):
             raise ValueError("the domain classifier needs at least one image of each domain")
+        if pixels_a.shape[1:] != pixels_b.shape[1:]:
+            raise ValueError(
+                f"the two domains' images differ in shape: {tuple(pixels_a.shape[1:])} and "
+                f"{tuple(pixels_b.shape[1:])}"
+            )
         x = torch.cat([_classifier_input(pixels_a), _classifier_input(pixels_b)])  # <= 64 px
         y = torch.cat([torch.zeros(len(pixels_a)), torch.ones(len(pixels_b))])
         pos_weight = torch.tensor(len(pixels_a) / len(pixels_b))
@@ -367,12 +375,23 @@ class DomainClassifier:
         ]
         return torch.cat(chunks) if chunks else torch.zeros(0)
 
+    def success(self, images: torch.Tensor, direction: str) -> torch.Tensor:
+        """Domain success of translations (n, 3, H, W) in [-1, 1] -> (n,) bool: assigned to
+        the target domain, B for ``a2b`` (P(B) >= 0.5) and A for ``b2a``. Raises ValueError
+        for another direction."""
+        if direction not in ("a2b", "b2a"):
+            raise ValueError(f"direction must be a2b or b2a, got {direction!r}")
+        prob_b = self.prob_b(images)
+        return prob_b >= 0.5 if direction == "a2b" else prob_b < 0.5
+
     def accuracy(self, images_a: torch.Tensor, images_b: torch.Tensor) -> float:
-        """The share of images (n_a + n_b) assigned to their own domain."""
+        """The share, in [0, 1], of images (n_a + n_b >= 1) assigned to their own domain."""
         correct = (self.prob_b(images_a) < 0.5).sum() + (self.prob_b(images_b) >= 0.5).sum()
         return float(correct) / (len(images_a) + len(images_b))
 
     def save(self, path: str, key: str) -> None:
+        """Write the weights as safetensors with ``key`` and the version as metadata (OSError
+        if the file cannot be written)."""
         state = {k: v.contiguous() for k, v in self.net.state_dict().items()}
         save_file(state, path, {"key": key, "version": CLASSIFIER_VERSION})
 

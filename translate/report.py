@@ -88,7 +88,7 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
             else ""
         ),
         f"- domain classifier (a small CNN on pixels, trained on the real training images), "
-        f"held-out accuracy on the real test images: "
+        f"accuracy on the real images of split `{meta['split']}`: "
         f"{meta['classifier_accuracy']:.1%}",
         "- `src` columns compare the translation with its source (faithfulness); `GT` columns "
         "with the true counterpart (same file name in the other domain); top-k: the counterpart "
