@@ -82,13 +82,14 @@ def main() -> None:
 
             return chunked(one, x)
 
+        translated = {"a2b": translate(test_a, "a2b"), "b2a": translate(test_b, "b2a")}
         sets = {  # name: (images, label: 0 = domain A, 1 = domain B)
             "real A": (test_a, 0),
             "real B": (test_b, 1),
             "VAE A": (recon(test_a), 0),
             "VAE B": (recon(test_b), 1),
-            f"A→B {args.nfe} NFE": (translate(test_a, "a2b"), 1),
-            f"B→A {args.nfe} NFE": (translate(test_b, "b2a"), 0),
+            f"A→B {args.nfe} NFE": (translated["a2b"], 1),
+            f"B→A {args.nfe} NFE": (translated["b2a"], 0),
         }
         probes = {
             "linear probe, latents 8x8": lambda x: F.adaptive_avg_pool2d(encode(x), 8).flatten(1),
@@ -108,11 +109,9 @@ def main() -> None:
         predictors[f"CNN, seed {seed}"] = (predict, time.perf_counter() - start)
     if args.failures and cnns:
         tiles = []
-        for (images, label), sources in (
-            (sets[f"B→A {args.nfe} NFE"], test_b),
-            (sets[f"A→B {args.nfe} NFE"], test_a),
-        ):
-            rejected = ((cnns[0].prob_b(images) >= 0.5).long() != label).nonzero().flatten()
+        for direction, sources in (("b2a", test_b), ("a2b", test_a)):
+            images = translated[direction]
+            rejected = (~cnns[0].success(images, direction)).nonzero().flatten()
             for i in rejected.tolist():
                 tiles += to_pil(torch.stack([sources[i], images[i]]))
         rows = [tiles[i : i + 20] for i in range(0, len(tiles), 20)]

@@ -42,6 +42,7 @@ from common import table, write_json
 from translate import Translator
 from translate.autoencoder import _as_float, _load_pixels
 from translate.coupling import ExactOTCoupler, SinkhornCoupler, UnbalancedCoupler, pairwise_cost
+from translate.evaluate import SKIN_TONES
 
 
 def paired_files(data: Path, split: str) -> tuple[list[Path], list[Path]]:
@@ -66,9 +67,6 @@ def _whiten(x: torch.Tensor) -> torch.Tensor:
     cov = x.T @ x / len(x) + 1e-3 * torch.eye(x.shape[1], dtype=x.dtype)
     values, vectors = torch.linalg.eigh(cov)
     return x @ vectors @ torch.diag(values.clamp_min(1e-8).rsqrt()) @ vectors.T
-
-
-SKIN_TONES = ("1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff")
 
 
 def features(name: str, pixels, latents, translated) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,28 +223,23 @@ def main() -> None:
     n = len(latents[0])
     rng = np.random.default_rng(0)
     batches = [rng.choice(n, min(args.batch, n), replace=False) for _ in range(args.batches)]
-    cost_rows = [
-        cost_row(c, *features(c, pixels, latents, translated), batches)
-        for c in args.costs.split(",")
-    ]
+    feats = {c: features(c, pixels, latents, translated) for c in args.costs.split(",")}
+    cost_rows = [cost_row(c, *pair, batches) for c, pair in feats.items()]
     coupler_rows = [coupler_row(c, latents, batches) for c in args.couplers.split(",")]
     names = [f.name for f in files[0]]
     half = n // 2
+    size = min(args.batch, half)
     disjoint = []
     for _ in range(args.batches):
         order = rng.permutation(n)
-        size = min(args.batch, half)
         disjoint.append((order[:size], order[half : half + size]))
-    tone_rows = [
-        tone_row(c, *features(c, pixels, latents, translated), names, disjoint)
-        for c in args.costs.split(",")
-    ]
+    tone_rows = [tone_row(c, *pair, names, disjoint) for c, pair in feats.items()]
     print(f"{n} pairs of {args.split}, batches of {min(args.batch, n)}")
     print(table(cost_rows, ["cost", "nearest neighbour", "dataset plan", "batch plan"]))
     columns = ["coupler", "counterpart pairs", "paired cost / mean", "distinct A rows"]
     print(table(coupler_rows, columns))
     print(
-        f"batches of {min(args.batch, half)} from disjoint halves (no counterpart present), "
+        f"batches of {size} from disjoint halves (no counterpart present), "
         f"A emoji with a skin-tone modifier:"
     )
     print(table(tone_rows, ["cost", "tone kept", "toned partner", "same emoji, other or no tone"]))
