@@ -197,7 +197,31 @@ def test_full_command_writes_every_file_and_one_table(two_checkpoints, capsys):
     assert report.count("## ") == 2  # one table per direction, every model in it
     assert "run-a" in report and "run-b" in report and "latent-FD" in report
     assert "not FID" in report
-    assert "wrote" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out
+    recognised = result["classifier_recognised"]
+    assert set(recognised) == {"a", "b"} and all(0 <= v <= 1 for v in recognised.values())
+    assert result["classifier_train_images"] == {"a": 10, "b": 10}
+    assert f"circles {recognised['a']:.1%}, squares {recognised['b']:.1%}" in report
+    weak = min(recognised.values()) < 0.9  # 10 training images per domain: often weak
+    assert ("unreliable" in report) == weak == ("warning: domain success" in captured.err)
+
+
+def test_an_unreliable_classifier_is_said_so_in_one_line():
+    from translate.report import classifier_warning
+
+    meta = {
+        "domains": ["photos", "paintings"],
+        "classifier_recognised": {"a": 0.99, "b": 0.15},
+        "classifier_train_images": {"a": 1600, "b": 3},
+    }
+    warning = classifier_warning(meta)
+    assert warning.startswith("domain success is unreliable here")
+    assert "only 15% of the real paintings images from 3 training images" in warning
+    assert "\n" not in warning
+    meta["classifier_recognised"] = {"a": 0.99, "b": 0.95}
+    assert classifier_warning(meta) is None
+    assert classifier_warning({"domains": ["a", "b"]}) is None  # metrics written before
 
 
 def test_same_command_same_numbers(two_checkpoints):

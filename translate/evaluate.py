@@ -33,6 +33,9 @@ from translate.images import load_rgb, resize_center_crop, to_tensor
 from translate.pipeline import DIRECTIONS, TranslationOptions, Translator
 
 TRAIN_CAP = 4000  # training images per domain for the classifier and the NN baseline
+# below this share of a domain's real split images recognised, the classifier's domain success
+# is flagged as unreliable (a domain with few training images, or two it cannot tell apart)
+TRUSTED_RECOGNITION = 0.9
 # Unicode's skin-tone modifiers (U+1F3FB..U+1F3FF) as they appear in emoji file names
 SKIN_TONES = ("1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff")
 
@@ -151,7 +154,7 @@ def evaluate(
         return features((pixels + 1) / 2)
 
     train_feats = {"a": feats(train_a.pixels), "b": feats(train_b.pixels)}  # (n, d) each
-    classifier, accuracy = _classifier(opts, res, train_a, train_b, test_a, test_b)
+    classifier, accuracy, recognised = _classifier(opts, res, train_a, train_b, test_a, test_b)
     labels = [label_of(c) for c in checkpoints]
     outcome = Outcome([], {}, {}, {})
     for direction in opts.directions:
@@ -174,6 +177,8 @@ def evaluate(
         images={"a": len(test_a.names), "b": len(test_b.names)},
         realism="FID/KID (Inception-v3)" if opts.inception_weights else "latent-FD/latent-KID",
         classifier_accuracy=accuracy,
+        classifier_recognised=recognised,
+        classifier_train_images={"a": len(train_a.names), "b": len(train_b.names)},
         seed=opts.seed,
     )
     return outcome
@@ -349,7 +354,8 @@ def _translate(tr: Translator, pixels, direction, method, steps, opts):
 
 
 def _classifier(opts, resolution, train_a, train_b, test_a, test_b):
-    """The domain classifier on pixels and its accuracy on the evaluated split; cached in
+    """The domain classifier on pixels, its accuracy on the evaluated split's real images and,
+    per domain ("a", "b"), the share of them it assigns to their own domain; cached in
     ``opts.out`` under a key of the training images' names and pixels, the resolution and the
     seed (no VAE: it judges pixels), so that other data never reuses it."""
     digest = hashlib.sha256(
@@ -365,4 +371,8 @@ def _classifier(opts, resolution, train_a, train_b, test_a, test_b):
         classifier = metrics.DomainClassifier.fit(train_a.pixels, train_b.pixels, seed=opts.seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         classifier.save(str(path), key)
-    return classifier, classifier.accuracy(test_a.pixels, test_b.pixels)
+    recognised = {
+        "a": classifier.success(test_a.pixels, "b2a").float().mean().item(),
+        "b": classifier.success(test_b.pixels, "a2b").float().mean().item(),
+    }
+    return classifier, classifier.accuracy(test_a.pixels, test_b.pixels), recognised

@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from translate.evaluate import Outcome, Row
+from translate.evaluate import TRUSTED_RECOGNITION, Outcome, Row
 from translate.images import grid, to_pil
 
 # (key, column title, format, higher is better?)
@@ -89,7 +89,7 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         ),
         f"- domain classifier (a small CNN on pixels, trained on the real training images), "
         f"accuracy on the real images of split `{meta['split']}`: "
-        f"{meta['classifier_accuracy']:.1%}",
+        f"{meta['classifier_accuracy']:.1%}" + _recognition(meta),
         "- `src` columns compare the translation with its source (faithfulness); `GT` columns "
         "with the true counterpart (same file name in the other domain); top-k: the counterpart "
         "is among the k nearest real targets to the translation (latent distance)",
@@ -108,6 +108,9 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         "- straightness is left out at 1 NFE (a single Euler step is straight by construction); "
         "dopri5 rows give the mean NFE it took",
     ]
+    warning = classifier_warning(meta)
+    if warning:
+        lines.append(f"- **{warning}**")
     if any(math.isnan(r.scores.get("fd", 0.0)) for r in outcome.rows):
         lines.append("- realism (FD, KID) not computed: it needs at least two images per set")
     if command:
@@ -115,6 +118,34 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
     for direction in dict.fromkeys(r.direction for r in outcome.rows):
         lines += _direction_section(outcome, files, direction, realism)
     return "\n".join(lines) + "\n"
+
+
+def _recognition(meta: dict) -> str:
+    """`` (A 99.5 %, B 98.7 %)``: the share of each domain's real images the classifier
+    assigns to that domain, or "" for metrics written before it was recorded."""
+    recognised = meta.get("classifier_recognised")
+    if not recognised:
+        return ""
+    a, b = meta["domains"]
+    return f" ({a} {recognised['a']:.1%}, {b} {recognised['b']:.1%})"
+
+
+def classifier_warning(meta: dict) -> str | None:
+    """One line saying that domain success cannot be trusted, when the classifier recognises
+    less than ``TRUSTED_RECOGNITION`` of one domain's real images; else None."""
+    recognised = meta.get("classifier_recognised") or {}
+    trained = meta.get("classifier_train_images") or {}
+    weak = [k for k in ("a", "b") if recognised.get(k, 1.0) < TRUSTED_RECOGNITION]
+    if not weak:
+        return None
+    names = dict(zip(("a", "b"), meta["domains"], strict=True))
+    worst = min(weak, key=lambda k: recognised[k])
+    count = f" from {trained[worst]} training images" if worst in trained else ""
+    return (
+        f"domain success is unreliable here: the classifier recognises only "
+        f"{recognised[worst]:.0%} of the real {names[worst]} images{count} "
+        f"(trusted from {TRUSTED_RECOGNITION:.0%}); read it against the `VAE reconstruction` row"
+    )
 
 
 def _direction_section(
