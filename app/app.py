@@ -137,12 +137,15 @@ class _Handlers:
         return [(im, name) for name, im in results], zip_path, report
 
 
-def _path_settings(labels: dict[str, str]) -> list:
-    """The direction, step count and solver inputs that both tabs share."""
+def _path_settings(labels: dict[str, str], default_steps: int) -> list:
+    """The direction, step count and solver inputs that both tabs share; the step count
+    starts at the checkpoint's own (``Translator.default_steps``)."""
     names = list(labels)
     direction = gr.Radio(names, value=names[0], label="Direction")
     with gr.Row():
-        steps = gr.Slider(1, serving.MAX_STEPS, value=8, step=1, label="Steps")
+        steps = gr.Slider(
+            1, serving.MAX_STEPS, value=min(default_steps, serving.MAX_STEPS), step=1, label="Steps"
+        )
         method = gr.Dropdown(list(METHODS), value="euler", label="Solver")
     return [direction, steps, method]
 
@@ -159,7 +162,7 @@ def _translate_tab(handlers: _Handlers) -> None:
                 height=300,
                 elem_id="input-image",
             )
-            settings = [source, *_path_settings(handlers.labels)]
+            settings = [source, *_path_settings(handlers.labels, handlers.translator.default_steps)]
             settings.append(
                 gr.Slider(
                     0.05,
@@ -204,7 +207,7 @@ def _batch_tab(handlers: _Handlers) -> None:
             files = gr.File(
                 label="Images", file_count="multiple", file_types=["image"], elem_id="batch-files"
             )
-            settings = [files, *_path_settings(handlers.labels)]
+            settings = [files, *_path_settings(handlers.labels, handlers.translator.default_steps)]
             run = gr.Button("Translate all", variant="primary")
         with gr.Column(min_width=300):
             gallery = gr.Gallery(label="Translations", format="png", columns=4, height="auto")

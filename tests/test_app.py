@@ -36,6 +36,7 @@ def checkpoint(tmp_path_factory, tiny_vae):
 
     rng = np.random.default_rng(0)
     translator = tiny_translator(tiny_vae, "circles", "squares")
+    translator.info.config = {"sample": {"steps": 3}}  # the checkpoint's default step count
     translator.examples = {
         "a2b": [draw_shape("A", 16, rng) for _ in range(2)],
         "b2a": [draw_shape("B", 16, rng) for _ in range(2)],
@@ -82,6 +83,12 @@ def test_binds_to_localhost_without_share_link_by_default(server):
     assert (args.host, args.share) == ("127.0.0.1", False)
     demo, _ = server
     assert demo.server_name == "127.0.0.1" and demo.share_url is None
+
+
+def test_the_step_sliders_start_at_the_checkpoint_default(server):
+    demo, _ = server
+    sliders = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Steps"]
+    assert len(sliders) == 2 and all(slider.value == 3 for slider in sliders)
 
 
 @pytest.mark.parametrize("direction", ["circles → squares", "squares → circles", "b2a"])

@@ -49,6 +49,7 @@ def test_wrong_type_is_one_line():
         ("data.source=imagenet", "emoji, folders, celeba"),
         ("sample.method=heun", "euler, midpoint, rk4, dopri5"),
         ("train.steps=0", "positive"),
+        ("sample.steps=0", "sample.steps must be positive"),
         ("model.attention=[true]", "one entry per"),
         ("flow.sinkhorn_reg=-0.1", "sinkhorn_reg must be >= 0"),
         ("flow.unbalanced_tau=0", "unbalanced_tau must lie in"),

@@ -246,7 +246,8 @@ def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         convert_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for default in ("(default: 8)", "(default: a2b)", "(default: euler)", "(default: same)"):
+    defaults = ("(default: the checkpoint's sample.steps)", "(default: a2b)", "(default: euler)")
+    for default in (*defaults, "(default: same)"):
         assert default in text
 
 
@@ -296,3 +297,21 @@ def test_a_non_finite_translation_is_a_failure_never_a_black_image(tiny_vae, tmp
     assert set(failures) == {"0.png", "1.png", "2.png"}
     assert all("not finite" in reason for reason in failures.values())
     assert not list(out.rglob("*.png"))
+
+
+def test_without_steps_the_checkpoint_default_is_used(tiny_vae, tmp_path):
+    from helpers import draw_shape
+    from numpy.random import default_rng
+
+    translator = tiny_translator(tiny_vae)
+    translator.info.config = {"sample": {"steps": 3}}
+    checkpoint = tmp_path / "ckpt"
+    translator.save_pretrained(checkpoint)
+    src = tmp_path / "in"
+    src.mkdir()
+    draw_shape("A", 24, default_rng(0)).save(src / "a.png")
+    runs = {"default": [], "3": ["--steps", "3"], "2": ["--steps", "2"]}
+    for name, steps in runs.items():
+        assert convert_main([str(checkpoint), str(src), str(tmp_path / name), *steps]) == 0
+    outputs = {name: (tmp_path / name / "a.png").read_bytes() for name in runs}
+    assert outputs["default"] == outputs["3"] != outputs["2"]

@@ -272,3 +272,29 @@ def test_a_conditioned_checkpoint_round_trips_and_refuses_a_mismatched_config(
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(TranslateError, match='"source_noise" must be a non-negative number'):
         Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+
+
+def test_a_call_without_steps_takes_the_checkpoint_sample_steps(translator, images, tmp_path):
+    from helpers import draw_shape
+
+    from translate.pipeline import FALLBACK_STEPS
+    from translate.serving import model_card, translate_upload
+
+    assert translator.default_steps == FALLBACK_STEPS  # a config without sample.steps
+    translator.info.config = {"sample": {"steps": 3}}
+    (path,) = translator(images[:1], return_trajectory=True)
+    assert len(path) == 4  # the source and 3 steps
+    translator.save_pretrained(tmp_path / "ckpt")
+    loaded = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert loaded.default_steps == 3 and "| Default steps | 3" in model_card(loaded)
+    solution = loaded.translate_latents(torch.randn(1, 4, 8, 8), return_trajectory=True)
+    assert solution.times.tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+    assert [im.tobytes() for im in loaded(images)] == [
+        im.tobytes() for im in loaded(images, steps=3)
+    ]
+    upload = tmp_path / "upload.png"
+    draw_shape("A", 20, np.random.default_rng(0)).save(upload)
+    assert len(translate_upload(loaded, upload).frames) == 4  # the app and its API
+    for broken in ({"sample": {"steps": "many"}}, {"sample": None}, {"sample": {"steps": 0}}):
+        translator.info.config = broken
+        assert translator.default_steps == FALLBACK_STEPS

@@ -65,7 +65,9 @@ def convert_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--direction", default="a2b", choices=DIRECTIONS, help="a2b: A -> B; b2a: B -> A"
     )
-    parser.add_argument("--steps", type=int, default=8, help="ODE steps")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="ODE steps (default: the checkpoint's sample.steps)"
+    )
     parser.add_argument(
         "--method",
         default="euler",

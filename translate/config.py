@@ -323,10 +323,15 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     count: int = 8  # test images per direction in each sample grid
-    steps: int = 8  # ODE steps
+    # ODE steps of the grids, and the exported checkpoint's default for translation (CLI, app,
+    # converter: Translator.default_steps); 4 = the steps the adversarial term and the reflow
+    # round train for (docs/SHARPNESS.md §5: 4 Euler steps beat 8 A -> B)
+    steps: int = 4
     method: str = "euler"  # euler | midpoint | rk4 | dopri5
 
     def __post_init__(self) -> None:
+        _positive("sample.count", self.count)
+        _positive("sample.steps", self.steps)
         _choice("sample.method", self.method, METHODS)
 
 

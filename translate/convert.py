@@ -48,7 +48,7 @@ class ConvertOptions:
     """How to translate and write; the defaults match the command line's."""
 
     direction: str = "a2b"
-    steps: int = 8
+    steps: int | None = None  # None: the checkpoint's own (Translator.default_steps)
     method: str = "euler"
     strength: float = 1.0
     seed: int = 0  # the source noise of a source-noised model

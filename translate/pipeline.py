@@ -7,7 +7,7 @@ hub reference to the VAE in ``translator.json``, and optionally ``examples/a2b/*
 
 >>> from translate import Translator
 >>> tr = Translator.from_pretrained("runs/emoji/checkpoint-final", device="cpu")
->>> out = tr(images, direction="a2b", steps=8, method="euler")  # list[PIL.Image]
+>>> out = tr(images, direction="a2b")  # list[PIL.Image], in tr.default_steps Euler steps
 >>> paths = tr(images, direction="b2a", steps=8, return_trajectory=True)  # Trajectory each
 >>> paths[0].times  # [1.0, 0.875, ..., 0.0]: the time of each of its frames
 """
@@ -39,6 +39,9 @@ CONFIG_NAME = "translator.json"
 EXAMPLES = "examples"
 DIRECTIONS = ("a2b", "b2a")
 MAX_ASPECT = 4  # native mode: the long working side is at most this many resolutions
+# solver steps of a checkpoint whose training config names none (written before sample.steps
+# became the checkpoint's default)
+FALLBACK_STEPS = 8
 
 
 @dataclass
@@ -113,7 +116,9 @@ class TranslationOptions:
     the app and evaluation. Raises ValueError (one line, naming the valid values)."""
 
     direction: str = "a2b"  # a2b: t 0 -> strength; b2a: t 1 -> 1 - strength
-    steps: int = 8  # solver steps (dopri5: trajectory frames only)
+    # solver steps (dopri5: trajectory frames only); None: the checkpoint's own
+    # (``Translator.default_steps``)
+    steps: int | None = None
     method: str = "euler"  # translate.solvers.METHODS
     strength: float = 1.0  # in (0, 1]: the share of the path travelled
     seed: int = 0  # the source noise of a source-noised model (other models ignore it)
@@ -125,7 +130,7 @@ class TranslationOptions:
             )
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
-        if not _whole(self.steps, 1, math.inf):
+        if self.steps is not None and not _whole(self.steps, 1, math.inf):
             raise ValueError(f"steps must be a positive integer; got {self.steps!r}")
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1]; got {self.strength!r}")
@@ -201,6 +206,16 @@ class Translator:
     @property
     def resolution(self) -> int:
         return self.info.resolution
+
+    @property
+    def default_steps(self) -> int:
+        """Solver steps used when a call names none: the training config's ``sample.steps``,
+        the step count its sample grids were drawn with (the default recipe's 4, the number of
+        Euler steps its adversarial term and reflow round train for), or ``FALLBACK_STEPS``
+        for a checkpoint whose config has none."""
+        sample = self.info.config.get("sample")
+        steps = sample.get("steps") if isinstance(sample, dict) else None
+        return int(steps) if _whole(steps, 1, math.inf) else FALLBACK_STEPS
 
     @classmethod
     def from_pretrained(
@@ -339,17 +354,19 @@ class Translator:
         self,
         latents: torch.Tensor,
         direction: str = "a2b",
-        steps: int = 8,
+        steps: int | None = None,
         method: str = "euler",
         strength: float = 1.0,
         return_trajectory: bool = False,
         seed: int = 0,
         noise: torch.Tensor | None = None,
     ) -> Solution:
-        """Integrate latents (batch, C, h, w): a2b runs t 0 -> strength, b2a 1 -> 1-strength.
+        """Integrate latents (batch, C, h, w): a2b runs t 0 -> strength, b2a 1 -> 1-strength,
+        in ``steps`` solver steps (None: ``default_steps``).
 
         A source-noised model starts from ``start(latents, seed, noise)``."""
         TranslationOptions(direction, steps, method, strength, seed)  # ValueError if not valid
+        steps = self.default_steps if steps is None else int(steps)
         t0, t1 = time_span(direction, strength)
         sources = latents.to(self.device).float()
         return integrate(
@@ -366,7 +383,7 @@ class Translator:
         self,
         images: Sequence[Image.Image | str | Path] | Image.Image,
         direction: str = "a2b",
-        steps: int = 8,
+        steps: int | None = None,
         method: str = "euler",
         strength: float = 1.0,
         return_trajectory: bool = False,
@@ -374,7 +391,8 @@ class Translator:
         size: str = "model",
         seed: int = 0,
     ) -> list[Image.Image] | list[Trajectory]:
-        """Translate images; one output per input, in order.
+        """Translate images; one output per input, in order, in ``steps`` solver steps
+        (None: the checkpoint's ``default_steps``).
 
         ``size="model"`` returns resolution x resolution images (center-cropped);
         ``size="native"`` translates at the working size (see ``working_size``) and returns

@@ -82,11 +82,14 @@ def open_upload(
     return read_source(path)
 
 
-def check_settings(direction: str, steps: int, method: str, strength: float, seed: int = 0) -> None:
+def check_settings(
+    direction: str, steps: int | None, method: str, strength: float, seed: int = 0
+) -> None:
     """``ValueError`` for settings a request may not use: ``TranslationOptions``' rules and,
-    so that one request cannot hold the queue, at most ``MAX_STEPS`` steps."""
+    so that one request cannot hold the queue, at most ``MAX_STEPS`` steps (None: the
+    checkpoint's own)."""
     TranslationOptions(direction, steps, method, float(strength), seed)
-    if int(steps) > MAX_STEPS:
+    if steps is not None and int(steps) > MAX_STEPS:
         raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
 
 
@@ -94,7 +97,7 @@ def translate_upload(
     translator: Translator,
     path: str | Path | None,
     direction: str = "a2b",
-    steps: int = 8,
+    steps: int | None = None,
     method: str = "euler",
     strength: float = 1.0,
     max_mb: float = MAX_UPLOAD_MB,
@@ -107,7 +110,7 @@ def translate_upload(
     (frames,) = translator(
         [source.rgb],
         direction,
-        int(steps),
+        steps if steps is None else int(steps),
         method,
         float(strength),
         return_trajectory=True,
@@ -122,7 +125,7 @@ def translate_many(
     translator: Translator,
     paths: Sequence[str | Path],
     direction: str = "a2b",
-    steps: int = 8,
+    steps: int | None = None,
     method: str = "euler",
     strength: float = 1.0,
     batch_size: int = 16,
@@ -152,7 +155,7 @@ def translate_many(
         lambda images: translator(
             images,
             direction,
-            int(steps),
+            steps if steps is None else int(steps),
             method,
             float(strength),
             batch_size=batch_size,
@@ -233,6 +236,7 @@ def model_card(translator: Translator) -> str:
         ("Training steps", f"{info.step:,}"),
         ("Objective", objective),
         ("VAE", vae),
+        ("Default steps", str(translator.default_steps)),
     ]
     model = config.get("model", {})
     if model.get("block_out_channels"):
