@@ -98,7 +98,7 @@ class _Handlers:
                 self.translator,
                 _upload_path(image),
                 self.direction_of(direction),
-                int(steps),
+                None if steps is None else int(steps),
                 solver,
                 float(strength),
                 self.max_upload_mb,
@@ -121,7 +121,7 @@ class _Handlers:
                 self.translator,
                 paths,
                 self.direction_of(direction),
-                int(steps),
+                None if steps is None else int(steps),
                 solver,
                 max_mb=self.max_upload_mb,
                 names=names,
@@ -137,15 +137,14 @@ class _Handlers:
         return [(im, name) for name, im in results], zip_path, report
 
 
-def _path_settings(labels: dict[str, str], default_steps: int) -> list:
+def _path_settings(handlers: _Handlers) -> list:
     """The direction, step count and solver inputs that both tabs share; the step count
-    starts at the checkpoint's own (``Translator.default_steps``)."""
-    names = list(labels)
+    starts at the checkpoint's own (``serving.served_steps``)."""
+    names = list(handlers.labels)
     direction = gr.Radio(names, value=names[0], label="Direction")
     with gr.Row():
-        steps = gr.Slider(
-            1, serving.MAX_STEPS, value=min(default_steps, serving.MAX_STEPS), step=1, label="Steps"
-        )
+        default = serving.served_steps(handlers.translator)
+        steps = gr.Slider(1, serving.MAX_STEPS, value=default, step=1, label="Steps")
         method = gr.Dropdown(list(METHODS), value="euler", label="Solver")
     return [direction, steps, method]
 
@@ -162,7 +161,7 @@ def _translate_tab(handlers: _Handlers) -> None:
                 height=300,
                 elem_id="input-image",
             )
-            settings = [source, *_path_settings(handlers.labels, handlers.translator.default_steps)]
+            settings = [source, *_path_settings(handlers)]
             settings.append(
                 gr.Slider(
                     0.05,
@@ -207,7 +206,7 @@ def _batch_tab(handlers: _Handlers) -> None:
             files = gr.File(
                 label="Images", file_count="multiple", file_types=["image"], elem_id="batch-files"
             )
-            settings = [files, *_path_settings(handlers.labels, handlers.translator.default_steps)]
+            settings = [files, *_path_settings(handlers)]
             run = gr.Button("Translate all", variant="primary")
         with gr.Column(min_width=300):
             gallery = gr.Gallery(label="Translations", format="png", columns=4, height="auto")

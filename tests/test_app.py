@@ -91,6 +91,16 @@ def test_the_step_sliders_start_at_the_checkpoint_default(server):
     assert len(sliders) == 2 and all(slider.value == 3 for slider in sliders)
 
 
+def test_a_request_without_steps_takes_the_checkpoint_default(checkpoint, rgba_image, tmp_path):
+    from translate_app.app import _Handlers
+
+    from translate import Translator
+
+    handlers = _Handlers(Translator.from_pretrained(checkpoint, device="cpu"), tmp_path, 1, 16)
+    _, strip, _ = handlers.translate_one(str(rgba_image), "a2b", None, "euler", 1.0)
+    assert len(strip) == 4  # the source and the checkpoint's 3 steps
+
+
 @pytest.mark.parametrize("direction", ["circles → squares", "squares → circles", "b2a"])
 def test_translation_keeps_the_input_size_and_alpha(client, rgba_image, direction):
     output, frames, gif = _translate(client, rgba_image, direction, steps=4)

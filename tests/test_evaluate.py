@@ -200,7 +200,8 @@ def test_full_command_writes_every_file_and_one_table(two_checkpoints, capsys):
     captured = capsys.readouterr()
     assert "wrote" in captured.out
     recognised = result["classifier_recognised"]
-    assert set(recognised) == {"a", "b"} and all(0 <= v <= 1 for v in recognised.values())
+    # exact shares of the 6 test images per domain (float32's 5/6 would be 0.83333331)
+    assert all(recognised[k] in {i / 6 for i in range(7)} for k in ("a", "b"))
     assert result["classifier_train_images"] == {"a": 10, "b": 10}
     assert f"circles {recognised['a']:.1%}, squares {recognised['b']:.1%}" in report
     weak = min(recognised.values()) < 0.9  # 10 training images per domain: often weak
@@ -217,9 +218,9 @@ def test_an_unreliable_classifier_is_said_so_in_one_line():
     }
     warning = classifier_warning(meta)
     assert warning.startswith("domain success is unreliable here")
-    assert "only 15% of the real paintings images from 3 training images" in warning
+    assert "only 15.0% of the real paintings images from 3 training images" in warning
     assert "\n" not in warning
-    meta["classifier_recognised"] = {"a": 0.99, "b": 0.95}
+    meta["classifier_recognised"] = {"a": 0.99, "b": 0.9}  # the bar itself is trusted
     assert classifier_warning(meta) is None
     assert classifier_warning({"domains": ["a", "b"]}) is None  # metrics written before
 

@@ -278,7 +278,7 @@ def test_a_call_without_steps_takes_the_checkpoint_sample_steps(translator, imag
     from helpers import draw_shape
 
     from translate.pipeline import FALLBACK_STEPS
-    from translate.serving import model_card, translate_upload
+    from translate.serving import MAX_STEPS, model_card, translate_upload
 
     assert translator.default_steps == FALLBACK_STEPS  # a config without sample.steps
     translator.info.config = {"sample": {"steps": 3}}
@@ -295,6 +295,11 @@ def test_a_call_without_steps_takes_the_checkpoint_sample_steps(translator, imag
     upload = tmp_path / "upload.png"
     draw_shape("A", 20, np.random.default_rng(0)).save(upload)
     assert len(translate_upload(loaded, upload).frames) == 4  # the app and its API
-    for broken in ({"sample": {"steps": "many"}}, {"sample": None}, {"sample": {"steps": 0}}):
-        translator.info.config = broken
+    broken = ({"sample": {"steps": "many"}}, {"sample": None}, {"sample": {"steps": 0}})
+    for config in (*broken, {"sample": {"steps": True}}, {"sample": {"steps": 2.5}}):
+        translator.info.config = config
         assert translator.default_steps == FALLBACK_STEPS
+    # a request without steps may not hold the queue longer than one that names them
+    translator.info.config = {"sample": {"steps": MAX_STEPS + 1000}}
+    assert len(translate_upload(translator, upload).frames) == MAX_STEPS + 1
+    assert f"| Default steps | {MAX_STEPS} |" in model_card(translator)

@@ -215,7 +215,9 @@ class Translator:
         for a checkpoint whose config has none."""
         sample = self.info.config.get("sample")
         steps = sample.get("steps") if isinstance(sample, dict) else None
-        return int(steps) if _whole(steps, 1, math.inf) else FALLBACK_STEPS
+        if isinstance(steps, bool) or not _whole(steps, 1, math.inf):
+            return FALLBACK_STEPS
+        return int(steps)
 
     @classmethod
     def from_pretrained(

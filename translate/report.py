@@ -123,8 +123,8 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
 def _recognition(meta: dict) -> str:
     """`` (A 99.5 %, B 98.7 %)``: the share of each domain's real images the classifier
     assigns to that domain, or "" for metrics written before it was recorded."""
-    recognised = meta.get("classifier_recognised")
-    if not recognised:
+    recognised = meta.get("classifier_recognised") or {}
+    if set(recognised) != {"a", "b"}:
         return ""
     a, b = meta["domains"]
     return f" ({a} {recognised['a']:.1%}, {b} {recognised['b']:.1%})"
@@ -143,7 +143,7 @@ def classifier_warning(meta: dict) -> str | None:
     count = f" from {trained[worst]} training images" if worst in trained else ""
     return (
         f"domain success is unreliable here: the classifier recognises only "
-        f"{recognised[worst]:.0%} of the real {names[worst]} images{count} "
+        f"{recognised[worst]:.1%} of the real {names[worst]} images{count} "
         f"(trusted from {TRUSTED_RECOGNITION:.0%}); read it against the `VAE reconstruction` row"
     )
 

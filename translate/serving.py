@@ -82,12 +82,18 @@ def open_upload(
     return read_source(path)
 
 
+def served_steps(translator: Translator) -> int:
+    """The step count a request without one gets: the checkpoint's ``default_steps``, at most
+    ``MAX_STEPS``."""
+    return min(translator.default_steps, MAX_STEPS)
+
+
 def check_settings(
     direction: str, steps: int | None, method: str, strength: float, seed: int = 0
 ) -> None:
     """``ValueError`` for settings a request may not use: ``TranslationOptions``' rules and,
-    so that one request cannot hold the queue, at most ``MAX_STEPS`` steps (None: the
-    checkpoint's own)."""
+    so that one request cannot hold the queue, at most ``MAX_STEPS`` steps (None, the
+    checkpoint's own, is resolved by ``served_steps``)."""
     TranslationOptions(direction, steps, method, float(strength), seed)
     if steps is not None and int(steps) > MAX_STEPS:
         raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
@@ -104,13 +110,15 @@ def translate_upload(
     max_megapixels: float = MAX_MEGAPIXELS,
     seed: int = 0,
 ) -> Translation:
-    """Translate one uploaded file at its own size, with the path's frames."""
+    """Translate one uploaded file at its own size, with the path's frames; ``steps`` None:
+    ``served_steps``."""
     check_settings(direction, steps, method, strength, seed)
+    steps = served_steps(translator) if steps is None else int(steps)
     source = open_upload(path, max_mb, max_megapixels)
     (frames,) = translator(
         [source.rgb],
         direction,
-        steps if steps is None else int(steps),
+        steps,
         method,
         float(strength),
         return_trajectory=True,
@@ -141,6 +149,7 @@ def translate_many(
     could not be read or whose translation is not finite, with the reason.
     """
     check_settings(direction, steps, method, strength, seed)
+    steps = served_steps(translator) if steps is None else int(steps)
     names = list(names) if names is not None else [Path(p).name for p in paths]
     good: list[tuple[str, SourceImage]] = []
     failed: list[tuple[str, str]] = []
@@ -155,7 +164,7 @@ def translate_many(
         lambda images: translator(
             images,
             direction,
-            steps if steps is None else int(steps),
+            steps,
             method,
             float(strength),
             batch_size=batch_size,
@@ -236,7 +245,7 @@ def model_card(translator: Translator) -> str:
         ("Training steps", f"{info.step:,}"),
         ("Objective", objective),
         ("VAE", vae),
-        ("Default steps", str(translator.default_steps)),
+        ("Default steps", str(served_steps(translator))),
     ]
     model = config.get("model", {})
     if model.get("block_out_channels"):
