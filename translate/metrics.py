@@ -386,7 +386,7 @@ class DomainClassifier:
 
     def accuracy(self, images_a: torch.Tensor, images_b: torch.Tensor) -> float:
         """The share, in [0, 1], of images (n_a + n_b >= 1) assigned to their own domain."""
-        correct = (self.prob_b(images_a) < 0.5).sum() + (self.prob_b(images_b) >= 0.5).sum()
+        correct = self.success(images_a, "b2a").sum() + self.success(images_b, "a2b").sum()
         return float(correct) / (len(images_a) + len(images_b))
 
     def save(self, path: str, key: str) -> None:
