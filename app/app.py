@@ -138,14 +138,16 @@ class _Handlers:
 
 
 def _path_settings(handlers: _Handlers) -> list:
-    """The direction, step count and solver inputs that both tabs share; the step count
-    starts at the checkpoint's own (``serving.served_steps``)."""
+    """The direction, step count and solver inputs that both tabs share; they start at the
+    checkpoint's own (``serving.served_steps``, ``Translator.default_method``)."""
     names = list(handlers.labels)
     direction = gr.Radio(names, value=names[0], label="Direction")
     with gr.Row():
         default = serving.served_steps(handlers.translator)
         steps = gr.Slider(1, serving.MAX_STEPS, value=default, step=1, label="Steps")
-        method = gr.Dropdown(list(METHODS), value="euler", label="Solver")
+        method = gr.Dropdown(
+            list(METHODS), value=handlers.translator.default_method, label="Solver"
+        )
     return [direction, steps, method]
 
 

@@ -90,7 +90,9 @@ def main() -> None:
             sets[name] = torch.cat([tr.codec.encode(_as_float(c)) for c in pixels.split(100)])
     with torch.no_grad():
         chunks = sets["a"].split(100)
-        fake = torch.cat([tr.translate_latents(c, "a2b", steps=args.nfe).x for c in chunks])
+        fake = torch.cat(
+            [tr.translate_latents(c, "a2b", steps=args.nfe, method="euler").x for c in chunks]
+        )
         views = {
             "latents": (sets["b"], fake),
             "pixels": tuple(

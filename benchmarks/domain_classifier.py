@@ -77,7 +77,7 @@ def main() -> None:
         def translate(x, direction):
             def one(c):
                 return tr.codec.decode(
-                    tr.translate_latents(tr.codec.encode(c), direction, args.nfe).x
+                    tr.translate_latents(tr.codec.encode(c), direction, args.nfe, "euler").x
                 )
 
             return chunked(one, x)

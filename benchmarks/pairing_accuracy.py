@@ -217,7 +217,7 @@ def main() -> None:
     with torch.no_grad():
         latents = [in_chunks(translator.codec.encode, x) for x in pixels]
         translated = [
-            in_chunks(lambda z, d=d: translator.translate_latents(z, d, args.nfe).x, z)
+            in_chunks(lambda z, d=d: translator.translate_latents(z, d, args.nfe, "euler").x, z)
             for z, d in zip(latents, ("a2b", "b2a"), strict=True)
         ]
     n = len(latents[0])

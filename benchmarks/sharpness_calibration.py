@@ -89,7 +89,9 @@ def main() -> None:
         for nfe in (int(n) for n in args.nfe.split(",")):
             outs = []
             for x in src.split(64):
-                z = tr.translate_latents(tr.codec.encode(x), args.direction, steps=nfe).x
+                z = tr.translate_latents(
+                    tr.codec.encode(x), args.direction, steps=nfe, method="euler"
+                ).x
                 outs.append(tr.codec.decode(z))
             sets[f"translations, {nfe} NFE"] = torch.cat(outs)
     reference = edge_strength(real).mean()

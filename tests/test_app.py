@@ -36,7 +36,8 @@ def checkpoint(tmp_path_factory, tiny_vae):
 
     rng = np.random.default_rng(0)
     translator = tiny_translator(tiny_vae, "circles", "squares")
-    translator.info.config = {"sample": {"steps": 3}}  # the checkpoint's default step count
+    # the checkpoint's default step count and solver
+    translator.info.config = {"sample": {"steps": 3, "method": "midpoint"}}
     translator.examples = {
         "a2b": [draw_shape("A", 16, rng) for _ in range(2)],
         "b2a": [draw_shape("B", 16, rng) for _ in range(2)],
@@ -85,20 +86,24 @@ def test_binds_to_localhost_without_share_link_by_default(server):
     assert demo.server_name == "127.0.0.1" and demo.share_url is None
 
 
-def test_the_step_sliders_start_at_the_checkpoint_default(server):
+def test_the_step_sliders_and_solvers_start_at_the_checkpoint_default(server):
     demo, _ = server
     sliders = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Steps"]
     assert len(sliders) == 2 and all(slider.value == 3 for slider in sliders)
+    solvers = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Solver"]
+    assert len(solvers) == 2 and all(solver.value == "midpoint" for solver in solvers)
 
 
-def test_a_request_without_steps_takes_the_checkpoint_default(checkpoint, rgba_image, tmp_path):
+def test_a_request_without_settings_takes_the_checkpoint_default(checkpoint, rgba_image, tmp_path):
     from translate_app.app import _Handlers
 
     from translate import Translator
 
     handlers = _Handlers(Translator.from_pretrained(checkpoint, device="cpu"), tmp_path, 1, 16)
-    _, strip, _ = handlers.translate_one(str(rgba_image), "a2b", None, "euler", 1.0)
+    image, strip, _ = handlers.translate_one(str(rgba_image), "a2b", None, None, 1.0)
     assert len(strip) == 4  # the source and the checkpoint's 3 steps
+    named, _, _ = handlers.translate_one(str(rgba_image), "a2b", 3, "midpoint", 1.0)
+    assert image.tobytes() == named.tobytes()  # and its solver
 
 
 @pytest.mark.parametrize("direction", ["circles → squares", "squares → circles", "b2a"])

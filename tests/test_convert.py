@@ -246,7 +246,11 @@ def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         convert_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    defaults = ("(default: the checkpoint's sample.steps)", "(default: a2b)", "(default: euler)")
+    defaults = (
+        "(default: the checkpoint's sample.steps)",
+        "(default: a2b)",
+        "(default: the checkpoint's sample.method)",
+    )
     for default in (*defaults, "(default: same)"):
         assert default in text
 
@@ -315,3 +319,21 @@ def test_without_steps_the_checkpoint_default_is_used(tiny_vae, tmp_path):
         assert convert_main([str(checkpoint), str(src), str(tmp_path / name), *steps]) == 0
     outputs = {name: (tmp_path / name / "a.png").read_bytes() for name in runs}
     assert outputs["default"] == outputs["3"] != outputs["2"]
+
+
+def test_without_a_method_the_checkpoint_solver_is_used(tiny_vae, tmp_path):
+    from helpers import draw_shape
+    from numpy.random import default_rng
+
+    translator = tiny_translator(tiny_vae)
+    translator.info.config = {"sample": {"steps": 2, "method": "midpoint"}}
+    checkpoint = tmp_path / "ckpt"
+    translator.save_pretrained(checkpoint)
+    src = tmp_path / "in"
+    src.mkdir()
+    draw_shape("A", 24, default_rng(0)).save(src / "a.png")
+    runs = {"default": [], "midpoint": ["--method", "midpoint"], "euler": ["--method", "euler"]}
+    for name, method in runs.items():
+        assert convert_main([str(checkpoint), str(src), str(tmp_path / name), *method]) == 0
+    outputs = {name: (tmp_path / name / "a.png").read_bytes() for name in runs}
+    assert outputs["default"] == outputs["midpoint"] != outputs["euler"]

@@ -302,4 +302,30 @@ def test_a_call_without_steps_takes_the_checkpoint_sample_steps(translator, imag
     # a request without steps may not hold the queue longer than one that names them
     translator.info.config = {"sample": {"steps": MAX_STEPS + 1000}}
     assert len(translate_upload(translator, upload).frames) == MAX_STEPS + 1
-    assert f"| Default steps | {MAX_STEPS} |" in model_card(translator)
+    assert f"| Default steps | {MAX_STEPS} (euler) |" in model_card(translator)
+
+
+def test_a_call_without_a_method_takes_the_checkpoint_sample_method(translator, tmp_path):
+    from helpers import draw_shape
+
+    from translate.pipeline import FALLBACK_METHOD
+    from translate.serving import model_card, translate_upload
+
+    assert translator.default_method == FALLBACK_METHOD == "euler"  # a config without one
+    translator.info.config = {"sample": {"steps": 2, "method": "midpoint"}}
+    translator.save_pretrained(tmp_path / "ckpt")
+    loaded = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert loaded.default_method == "midpoint"
+    assert "| Default steps | 2 (midpoint) |" in model_card(loaded)
+    latents = torch.randn(2, 4, 8, 8)
+    solution = loaded.translate_latents(latents)
+    assert solution.nfe == 4  # 2 midpoint steps, 2 field evaluations each
+    assert torch.equal(solution.x, loaded.translate_latents(latents, method="midpoint").x)
+    assert not torch.equal(solution.x, loaded.translate_latents(latents, method="euler").x)
+    upload = tmp_path / "upload.png"
+    draw_shape("A", 20, np.random.default_rng(0)).save(upload)
+    served = translate_upload(loaded, upload).image.tobytes()
+    assert served == translate_upload(loaded, upload, method="midpoint").image.tobytes()
+    for config in ({"sample": {"method": "leapfrog"}}, {"sample": {"method": 3}}, {"sample": 1}):
+        translator.info.config = config
+        assert translator.default_method == FALLBACK_METHOD

@@ -492,6 +492,24 @@ def test_reflow_rounds_train_on_their_pairs_and_resume_exactly(workspace, monkey
     assert "\n" not in str(err.value)
 
 
+def test_reflow_pairs_are_euler_translations_whatever_the_sample_solver(workspace, monkeypatch):
+    tmp, _, config = workspace
+    calls = []
+    plain = Translator.translate_latents
+
+    def spy(self, latents, direction="a2b", steps=None, method=None, *args, **kwargs):
+        calls.append((steps, method))
+        return plain(self, latents, direction, steps, method, *args, **kwargs)
+
+    monkeypatch.setattr(Translator, "translate_latents", spy)
+    settings = ("reflow.share=0.5", "reflow.nfe=2", "train.steps=4", "train.sample_every=4")
+    sampling = ("sample.method=midpoint", "sample.steps=3")
+    train_module.main(config(*settings, *sampling, f"train.output_dir={tmp / 'run-solver'}"))
+    # the round's pairs: reflow.nfe Euler steps; the sample grids: the sample solver
+    assert (2, "euler") in calls and (3, "midpoint") in calls
+    assert {method for steps, method in calls if steps == 2} == {"euler"}
+
+
 def test_a_source_conditioned_run_trains_resumes_exactly_and_translates_by_seed(
     workspace, monkeypatch
 ):

@@ -70,9 +70,9 @@ def convert_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--method",
-        default="euler",
+        default=None,
         choices=METHODS,
-        help="ODE solver (dopri5 adapts its own steps)",
+        help="ODE solver; dopri5 adapts its own steps (default: the checkpoint's sample.method)",
     )
     parser.add_argument("--strength", type=float, default=1.0, help="0-1: how far to translate")
     parser.add_argument(

@@ -49,7 +49,7 @@ class ConvertOptions:
 
     direction: str = "a2b"
     steps: int | None = None  # None: the checkpoint's own (Translator.default_steps)
-    method: str = "euler"
+    method: str | None = None  # None: the checkpoint's own (Translator.default_method)
     strength: float = 1.0
     seed: int = 0  # the source noise of a source-noised model
     batch_size: int = 16

@@ -7,7 +7,7 @@ hub reference to the VAE in ``translator.json``, and optionally ``examples/a2b/*
 
 >>> from translate import Translator
 >>> tr = Translator.from_pretrained("runs/emoji/checkpoint-final", device="cpu")
->>> out = tr(images, direction="a2b")  # list[PIL.Image], in tr.default_steps Euler steps
+>>> out = tr(images, direction="a2b")  # list[PIL.Image]: tr.default_steps of tr.default_method
 >>> paths = tr(images, direction="b2a", steps=8, return_trajectory=True)  # Trajectory each
 >>> paths[0].times  # [1.0, 0.875, ..., 0.0]: the time of each of its frames
 """
@@ -42,6 +42,7 @@ MAX_ASPECT = 4  # native mode: the long working side is at most this many resolu
 # solver steps of a checkpoint whose training config names none (written before sample.steps
 # became the checkpoint's default)
 FALLBACK_STEPS = 8
+FALLBACK_METHOD = "euler"
 
 
 @dataclass
@@ -119,7 +120,8 @@ class TranslationOptions:
     # solver steps (dopri5: trajectory frames only); None: the checkpoint's own
     # (``Translator.default_steps``)
     steps: int | None = None
-    method: str = "euler"  # translate.solvers.METHODS
+    # translate.solvers.METHODS; None: the checkpoint's own (``Translator.default_method``)
+    method: str | None = None
     strength: float = 1.0  # in (0, 1]: the share of the path travelled
     seed: int = 0  # the source noise of a source-noised model (other models ignore it)
 
@@ -128,7 +130,7 @@ class TranslationOptions:
             raise ValueError(
                 f"direction must be one of {', '.join(DIRECTIONS)}; got {self.direction!r}"
             )
-        if self.method not in METHODS:
+        if self.method is not None and self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
         if self.steps is not None and not _whole(self.steps, 1, math.inf):
             raise ValueError(f"steps must be a positive integer; got {self.steps!r}")
@@ -218,6 +220,15 @@ class Translator:
         if isinstance(steps, bool) or not _whole(steps, 1, math.inf):
             return FALLBACK_STEPS
         return int(steps)
+
+    @property
+    def default_method(self) -> str:
+        """Solver used when a call names none: the training config's ``sample.method``, the
+        solver its sample grids were drawn with (``default_steps`` are its steps; dopri5's are
+        trajectory frames), or ``FALLBACK_METHOD`` for a checkpoint whose config has none."""
+        sample = self.info.config.get("sample")
+        method = sample.get("method") if isinstance(sample, dict) else None
+        return method if isinstance(method, str) and method in METHODS else FALLBACK_METHOD
 
     @classmethod
     def from_pretrained(
@@ -357,18 +368,19 @@ class Translator:
         latents: torch.Tensor,
         direction: str = "a2b",
         steps: int | None = None,
-        method: str = "euler",
+        method: str | None = None,
         strength: float = 1.0,
         return_trajectory: bool = False,
         seed: int = 0,
         noise: torch.Tensor | None = None,
     ) -> Solution:
         """Integrate latents (batch, C, h, w): a2b runs t 0 -> strength, b2a 1 -> 1-strength,
-        in ``steps`` solver steps (None: ``default_steps``).
+        in ``steps`` steps of the solver ``method`` (None: ``default_steps``, ``default_method``).
 
         A source-noised model starts from ``start(latents, seed, noise)``."""
         TranslationOptions(direction, steps, method, strength, seed)  # ValueError if not valid
         steps = self.default_steps if steps is None else int(steps)
+        method = self.default_method if method is None else method
         t0, t1 = time_span(direction, strength)
         sources = latents.to(self.device).float()
         return integrate(
@@ -386,15 +398,15 @@ class Translator:
         images: Sequence[Image.Image | str | Path] | Image.Image,
         direction: str = "a2b",
         steps: int | None = None,
-        method: str = "euler",
+        method: str | None = None,
         strength: float = 1.0,
         return_trajectory: bool = False,
         batch_size: int = 16,
         size: str = "model",
         seed: int = 0,
     ) -> list[Image.Image] | list[Trajectory]:
-        """Translate images; one output per input, in order, in ``steps`` solver steps
-        (None: the checkpoint's ``default_steps``).
+        """Translate images; one output per input, in order, in ``steps`` steps of the solver
+        ``method`` (None: the checkpoint's ``default_steps`` and ``default_method``).
 
         ``size="model"`` returns resolution x resolution images (center-cropped);
         ``size="native"`` translates at the working size (see ``working_size``) and returns

@@ -89,11 +89,12 @@ def served_steps(translator: Translator) -> int:
 
 
 def check_settings(
-    direction: str, steps: int | None, method: str, strength: float, seed: int = 0
+    direction: str, steps: int | None, method: str | None, strength: float, seed: int = 0
 ) -> None:
     """``ValueError`` for settings a request may not use: ``TranslationOptions``' rules and,
     so that one request cannot hold the queue, at most ``MAX_STEPS`` steps (None, the
-    checkpoint's own, is resolved by ``served_steps``)."""
+    checkpoint's own, is resolved by ``served_steps``; a method of None is the checkpoint's
+    ``default_method``)."""
     TranslationOptions(direction, steps, method, float(strength), seed)
     if steps is not None and int(steps) > MAX_STEPS:
         raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
@@ -104,14 +105,14 @@ def translate_upload(
     path: str | Path | None,
     direction: str = "a2b",
     steps: int | None = None,
-    method: str = "euler",
+    method: str | None = None,
     strength: float = 1.0,
     max_mb: float = MAX_UPLOAD_MB,
     max_megapixels: float = MAX_MEGAPIXELS,
     seed: int = 0,
 ) -> Translation:
     """Translate one uploaded file at its own size, with the path's frames; ``steps`` None:
-    ``served_steps``."""
+    ``served_steps``; ``method`` None: the checkpoint's ``default_method``."""
     check_settings(direction, steps, method, strength, seed)
     steps = served_steps(translator) if steps is None else int(steps)
     source = open_upload(path, max_mb, max_megapixels)
@@ -134,7 +135,7 @@ def translate_many(
     paths: Sequence[str | Path],
     direction: str = "a2b",
     steps: int | None = None,
-    method: str = "euler",
+    method: str | None = None,
     strength: float = 1.0,
     batch_size: int = 16,
     max_mb: float = MAX_UPLOAD_MB,
@@ -245,7 +246,7 @@ def model_card(translator: Translator) -> str:
         ("Training steps", f"{info.step:,}"),
         ("Objective", objective),
         ("VAE", vae),
-        ("Default steps", str(served_steps(translator))),
+        ("Default steps", f"{served_steps(translator)} ({translator.default_method})"),
     ]
     model = config.get("model", {})
     if model.get("block_out_channels"):

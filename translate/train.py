@@ -263,7 +263,7 @@ class Trainer:
             noise = None
             if translator.info.source_noise:
                 noise = torch.randn(latents.shape, generator=draw)
-            solution = translator.translate_latents(latents, direction, nfe, noise=noise)
+            solution = translator.translate_latents(latents, direction, nfe, "euler", noise=noise)
             return solution.x
 
         return translate
