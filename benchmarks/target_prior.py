@@ -143,11 +143,14 @@ def main() -> None:
     parser.add_argument("--variants", default="0.9:2,0.75:2,0.75:4,0.6:4", help="s:k,...")
     parser.add_argument("--nfe", type=int, default=4)
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="the evaluation's folder")
+    parser.add_argument("--data-root", help="the data's folder (default: the checkpoint's)")
     args = parser.parse_args()
     torch.set_grad_enabled(True)
     tr = Translator.from_pretrained(args.checkpoint, device="cpu")
     data = config_from_dict(tr.info.config).data
+    if args.data_root:
+        data = dataclasses.replace(data, source="folders", root=args.data_root)
     source = open_source(data)
     latents = {}
     with torch.no_grad():

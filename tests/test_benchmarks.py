@@ -203,3 +203,35 @@ def test_domain_classifier_scores_every_set(repo, tmp_path, tiny_vae, folders):
     sets = ["real A", "real B", "VAE A", "VAE B", "A→B 1 NFE", "B→A 1 NFE"]
     for row in result["rows"]:
         assert all(0 <= row[s] <= 1 for s in sets), row
+
+
+def test_target_prior_at_s_1_leaves_the_translations_as_they_were(
+    repo, tmp_path, tiny_vae, folders
+):
+    """The refinement from s = 1 starts at the translation and integrates over no time: its
+    row is the plain checkpoint's (to the rounding of dividing by the latents' std and
+    multiplying back), but for the NFE; s = 0.5 changes the outputs."""
+    from helpers import tiny_translator
+
+    tiny_translator(tiny_vae).save_pretrained(tmp_path / "ckpt")
+    out, prior = tmp_path / "eval", tmp_path / "prior"
+    args = ["--checkpoint", str(tmp_path / "ckpt"), "--data-root", str(folders)]
+    args += ["--steps", "2", "--batch", "4", "--width", "32", "--variants", "1.0:2,0.5:1"]
+    args += ["--nfe", "2", "--prior", str(prior), "--out", str(out)]
+    result = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "target_prior.py"), *args],
+        cwd=repo / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (prior / "prior" / "config.json").is_file() and (out / "report.md").is_file()
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    for direction in ("a2b", "b2a"):
+        by_model = {r["model"]: r for r in rows if r["direction"] == direction}
+        plain, still, moved = (by_model[m] for m in ("plain", "prior-s1.0-k2", "prior-s0.5-k1"))
+        assert (plain["nfe"], still["nfe"], moved["nfe"]) == (2, 4, 3)
+        assert still["scores"]["ssim"] == pytest.approx(plain["scores"]["ssim"], rel=1e-5)
+        assert still["scores"]["l2"] == pytest.approx(plain["scores"]["l2"], rel=1e-5)
+        assert moved["scores"]["l2"] != pytest.approx(plain["scores"]["l2"], rel=1e-3)
