@@ -140,3 +140,55 @@ def test_distance_weighting_counts_each_prediction_by_its_jump():
     )
     one = discriminator_loss(disc, real, fake, 0.0, w).total.item()
     assert one == pytest.approx(discriminator_loss(disc, real, other, 0.0, w).total.item())
+
+
+def test_diff_augment_shifts_and_cuts_out_differentiably_and_none_is_the_identity():
+    from translate.adversarial import diff_augment
+
+    x = torch.randn(64, 2, 16, 16, requires_grad=True)
+    assert diff_augment(x, "none") is x
+    gen = torch.Generator().manual_seed(0)
+    moved = diff_augment(x, "translation", gen)
+    shifts = set()
+    for i in range(len(x)):  # each sample is its own image shifted by at most 2 cells
+        padded = torch.nn.functional.pad(x[i].detach(), (2, 2, 2, 2))
+        found = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(moved[i].detach(), padded[:, 2 - dy : 18 - dy, 2 - dx : 18 - dx])
+        ]
+        assert len(found) == 1
+        shifts.add(found[0])
+    assert len(shifts) > 10  # drawn per sample
+    cut = diff_augment(torch.ones(64, 2, 16, 16), "cutout", gen)
+    zeroed = (cut == 0).all(dim=1).flatten(1).sum(1)  # cells zeroed per sample, all channels
+    assert ((cut == 0) | (cut == 1)).all() and (zeroed > 0).all() and (zeroed <= 64).all()
+    assert (zeroed == 64).any() and (zeroed < 64).any()  # 8 x 8, or hanging over an edge
+    both = diff_augment(x, "translation-cutout", gen)
+    both.sum().backward()  # the gradient reaches the input: 1 where a value was kept
+    assert set(x.grad.unique().tolist()) <= {0.0, 1.0} and x.grad.sum() > 0
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        diff_augment(x, "rotation", gen)
+
+
+def test_augmented_discriminators_see_augmented_inputs_in_both_losses():
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return x.mean(dim=1, keepdim=True)
+
+    real = Endpoints(torch.ones(4, 4, 8, 8), torch.ones(4, 4, 8, 8))
+    fake = Endpoints(torch.ones(4, 4, 8, 8), torch.ones(4, 4, 8, 8))
+    for augment, zeros in (("none", False), ("cutout", True)):
+        adversary = Adversary(4, 8, 1e-3, 0.0, "cpu", 0, augment=augment)
+        adversary.disc.nets = torch.nn.ModuleDict({"a": Spy(), "b": Spy()})
+        seen.clear()
+        gen = torch.Generator().manual_seed(0)
+        adversary.generator_loss(fake, generator=gen)
+        assert len(seen) == 2 and all(bool((s == 0).any()) == zeros for s in seen)
+        seen.clear()
+        discriminator_loss(adversary.disc, real, fake, 0.0, None, augment, gen)
+        assert len(seen) == 4 and all(bool((s == 0).any()) == zeros for s in seen)

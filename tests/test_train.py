@@ -415,6 +415,20 @@ def test_transport_term_changes_the_field_and_resumes_exactly(workspace):
     assert _final_unet(split) == _final_unet(whole)
 
 
+def test_augmented_discriminators_change_the_field_and_resume_exactly(workspace):
+    tmp, _, config = workspace
+    adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
+    adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
+    augmented = (*adv, "adversarial.augment=translation-cutout")
+    without, whole, split = tmp / "run-adv", tmp / "run-aug", tmp / "run-aug-split"
+    train_module.main(config(*adv, "train.steps=6", f"train.output_dir={without}"))
+    train_module.main(config(*augmented, "train.steps=6", f"train.output_dir={whole}"))
+    assert _final_unet(whole) != _final_unet(without)
+    train_module.main(config(*augmented, "train.steps=3", f"train.output_dir={split}"))
+    train_module.main(config(*augmented, "train.steps=6", f"train.output_dir={split}"))
+    assert _final_unet(split) == _final_unet(whole)
+
+
 @pytest.mark.parametrize("states", ["path", "trajectory"])
 def test_content_term_trains_saves_and_resumes_exactly(workspace, states):
     from translate.content import ContentTerm

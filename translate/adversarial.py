@@ -13,7 +13,10 @@ serves both directions:
 
 Each term is averaged over the discriminator's patch logits and the batch. The discriminators
 judge latents, or (``space="pixels"``) the images the frozen VAE decoder makes of them, as
-UNSB's PatchGAN judges pixels; the decoder then sits in the generator's graph.
+UNSB's PatchGAN judges pixels; the decoder then sits in the generator's graph. With an
+``augment`` policy every input of a discriminator, real or fake, in both losses, first passes
+through ``diff_augment``'s random differentiable transforms (DiffAugment, Zhao et al.,
+NeurIPS 2020), so that on a small data set the discriminators cannot memorise the real latents.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from translate.config import SPACES, WEIGHTINGS
+from translate.config import AUGMENTATIONS, SPACES, WEIGHTINGS
 from translate.runs import load_module_state, save_module_state
 
 DOMAINS = ("a", "b")
@@ -94,6 +97,44 @@ class Discriminators(nn.Module):
         return self.nets[domain](latents)
 
 
+def diff_augment(
+    x: torch.Tensor, policy: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """DiffAugment (Zhao et al., NeurIPS 2020, Sec. 3 and its ``translation`` and ``cutout``
+    policies) of a discriminator's input x (batch, C, h, w); differentiable in x.
+
+    ``translation`` shifts each sample by a whole number of cells in [-h/8, h/8] x [-w/8, w/8]
+    (at least one), filling with zeros; ``cutout`` zeroes one (h/2) x (w/2) square per sample,
+    its corner drawn in [-h/4, h - h/4] x [-w/4, w - w/4] so that it may hang over an edge;
+    ``translation-cutout`` does both, in that order; ``none`` returns x itself. The draws
+    come from ``generator`` (on x's device). Raises ValueError for an unknown policy.
+    """
+    if policy not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {policy!r}; choose from {AUGMENTATIONS}")
+    if policy == "none":
+        return x
+    n, _, h, w = x.shape
+    device = x.device
+
+    def draw(low: int, high: int) -> torch.Tensor:  # (n, 1, 1) integers in [low, high]
+        return torch.randint(low, high + 1, (n, 1, 1), generator=generator, device=device)
+
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    if "translation" in policy:
+        rh, rw = max(1, round(h / 8)), max(1, round(w / 8))
+        dy, dx = draw(-rh, rh), draw(-rw, rw)
+        padded = F.pad(x, (rw, rw, rh, rh))
+        batch = torch.arange(n, device=device).view(n, 1, 1)
+        x = padded.permute(0, 2, 3, 1)[batch, rows + rh - dy, cols + rw - dx].permute(0, 3, 1, 2)
+    if "cutout" in policy:
+        sh, sw = max(1, h // 2), max(1, w // 2)
+        y0, x0 = draw(-(sh // 2), h - sh // 2), draw(-(sw // 2), w - sw // 2)
+        inside = (rows >= y0) & (rows < y0 + sh) & (cols >= x0) & (cols < x0 + sw)
+        x = x * (~inside).unsqueeze(1).to(x.dtype)
+    return x
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """Latents of both domains, each (batch, C, h, w)."""
@@ -126,11 +167,20 @@ def endpoint_weights(t: torch.Tensor, weighting: str) -> Endpoints | None:
 
 
 def generator_loss(
-    disc: Discriminators, fake: Endpoints, weights: Endpoints | None = None
+    disc: Discriminators,
+    fake: Endpoints,
+    weights: Endpoints | None = None,
+    augment: str = "none",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Non-saturating loss of predicted endpoints under both discriminators (a scalar)."""
+    """Non-saturating loss of predicted endpoints under both discriminators (a scalar), each
+    input first augmented by ``diff_augment(., augment, generator)``."""
     return sum(
-        _weighted_mean(F.softplus(-disc(d, getattr(fake, d))), _get(weights, d)) for d in DOMAINS
+        _weighted_mean(
+            F.softplus(-disc(d, diff_augment(getattr(fake, d), augment, generator))),
+            _get(weights, d),
+        )
+        for d in DOMAINS
     )
 
 
@@ -153,18 +203,22 @@ def discriminator_loss(
     fake: Endpoints,
     r1_gamma: float,
     weights: Endpoints | None = None,
+    augment: str = "none",
+    generator: torch.Generator | None = None,
 ) -> DiscriminatorLoss:
     """Logistic loss on real vs (detached) fake latents, plus the R1 penalty on the reals.
 
     ``weights`` (``endpoint_weights``) weight the fakes. ``r1_gamma = 0`` skips the gradient
-    penalty (and its double backward).
+    penalty (and its double backward). Every input is first augmented by
+    ``diff_augment(., augment, generator)``; R1 is the gradient with respect to the real
+    inputs before their augmentation (as DiffAugment's StyleGAN2 code computes it).
     """
     logistic = torch.zeros((), device=real.a.device)
     r1 = torch.zeros((), device=real.a.device)
     for d in DOMAINS:
         x_real = getattr(real, d).detach().float().requires_grad_(r1_gamma > 0)
-        logits_real = disc(d, x_real)
-        logits_fake = disc(d, getattr(fake, d).detach())
+        logits_real = disc(d, diff_augment(x_real, augment, generator))
+        logits_fake = disc(d, diff_augment(getattr(fake, d).detach(), augment, generator))
         fake_loss = _weighted_mean(F.softplus(logits_fake), _get(weights, d))
         logistic = logistic + F.softplus(-logits_real).mean() + fake_loss
         if r1_gamma > 0:
@@ -214,9 +268,13 @@ class Adversary:
         device,
         seed: int,
         decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        augment: str = "none",
     ) -> None:
         """``decode`` (latents -> images in [-1, 1], differentiable) puts the discriminators in
-        pixel space; None keeps them on latents."""
+        pixel space; None keeps them on latents. ``augment``: the ``diff_augment`` policy of
+        every discriminator input. Raises ValueError for an unknown policy."""
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augment!r}; choose from {AUGMENTATIONS}")
         space = "latents" if decode is None else "pixels"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -224,6 +282,7 @@ class Adversary:
         self.optimizer = torch.optim.AdamW(self.disc.parameters(), lr=lr, betas=(0.5, 0.99))
         self.r1_gamma = r1_gamma
         self.decode = decode
+        self.augment = augment
 
     def view(self, endpoints: Endpoints) -> Endpoints:
         """What the discriminators judge: the latents themselves, or their decoded images
@@ -232,15 +291,29 @@ class Adversary:
             return endpoints
         return Endpoints(self.decode(endpoints.a), self.decode(endpoints.b))
 
-    def generator_loss(self, fake: Endpoints, weights: Endpoints | None = None) -> torch.Tensor:
-        return generator_loss(self.disc, fake, weights)
+    def generator_loss(
+        self,
+        fake: Endpoints,
+        weights: Endpoints | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The generator term of ``view``s of the fakes; ``generator`` draws the augmentations."""
+        return generator_loss(self.disc, fake, weights, self.augment, generator)
 
     def update(
-        self, real: Endpoints, fake: Endpoints, reduce=None, weights: Endpoints | None = None
+        self,
+        real: Endpoints,
+        fake: Endpoints,
+        reduce=None,
+        weights: Endpoints | None = None,
+        generator: torch.Generator | None = None,
     ) -> DiscriminatorLoss:
-        """One optimizer step of the discriminators on real vs fake ``view``s."""
+        """One optimizer step of the discriminators on real vs fake ``view``s; ``generator``
+        draws the augmentations."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = discriminator_loss(self.disc, real, fake, self.r1_gamma, weights)
+        loss = discriminator_loss(
+            self.disc, real, fake, self.r1_gamma, weights, self.augment, generator
+        )
         loss.total.backward()
         average_gradients(self.disc, reduce)
         self.optimizer.step()

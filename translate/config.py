@@ -22,6 +22,8 @@ from translate.solvers import METHODS
 SOURCES = ("emoji", "folders", "celeba", "glyphs")
 WEIGHTINGS = ("uniform", "distance")  # of predicted endpoints: translate.adversarial
 SPACES = ("latents", "pixels")  # what the discriminators judge: translate.adversarial
+# DiffAugment policies of the discriminators' inputs: translate.adversarial.diff_augment
+AUGMENTATIONS = ("none", "translation", "cutout", "translation-cutout")
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global", "dataset", "paired")
 LR_SCHEDULES = ("constant", "cosine", "linear")
@@ -192,6 +194,9 @@ class AdversarialConfig:
     # latents: the discriminators judge latents; pixels: they judge decoded images (the frozen
     # VAE decoder in the generator's graph; the real ends are decoded too)
     space: str = "latents"
+    # DiffAugment (Zhao et al., NeurIPS 2020) of every discriminator input, real and fake alike,
+    # and of the generator term's fakes: none | translation | cutout | translation-cutout
+    augment: str = "none"
     # the content term (translate.content): PatchNCE between each judged endpoint and its
     # source (Park et al. 2020; UNSB's content term), added with this weight and ramped with
     # the adversarial term; 0: off. The feature net trains at adversarial.lr
@@ -205,6 +210,7 @@ class AdversarialConfig:
     def __post_init__(self) -> None:
         _choice("adversarial.weighting", self.weighting, WEIGHTINGS)
         _choice("adversarial.space", self.space, SPACES)
+        _choice("adversarial.augment", self.augment, AUGMENTATIONS)
         _choice("adversarial.trajectory_states", self.trajectory_states, ROLLOUT_STATES)
         _positive("adversarial.trajectory_batch", self.trajectory_batch)
         keys = ("weight", "start", "ramp", "r1_gamma", "disc_start", "trajectory_steps")

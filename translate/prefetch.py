@@ -26,8 +26,9 @@ class Generators:
     data: torch.Generator  # batch indices (per process)
     path: torch.Generator  # t and noise (per process, on the training device)
     coupling: torch.Generator  # sinkhorn sampling (identical on all processes)
-    # rolled-out step counts (per process, on the training device): apart from ``path`` so
-    # that training the discriminators alone leaves the field's random draws as they were
+    # rolled-out step counts and the discriminators' augmentations (per process, on the
+    # training device): apart from ``path`` so that training the discriminators alone leaves
+    # the field's random draws as they were
     rollout: torch.Generator
 
     ON_DEVICE = ("path", "rollout")  # the streams that live on the training device

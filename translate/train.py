@@ -233,7 +233,14 @@ class Trainer:
         if adv.weight > 0:
             decode = self._decode if adv.space == "pixels" else None
             self.adversary = Adversary(
-                latent_shape[0], adv.width, adv.lr, adv.r1_gamma, device, cfg.train.seed, decode
+                latent_shape[0],
+                adv.width,
+                adv.lr,
+                adv.r1_gamma,
+                device,
+                cfg.train.seed,
+                decode,
+                adv.augment,
             )
         self.content = None  # nce_weight 0: no feature net at all
         if adv.weight > 0 and adv.nce_weight > 0:
@@ -402,7 +409,11 @@ class Trainer:
             self.content.step(acc.reduce)  # the feature net, on the gradient it just received
         if adv is not None:
             adv.discriminator = self.adversary.update(
-                self._real_view(pairing, adv.fake), adv.fake, acc.reduce, adv.weights
+                self._real_view(pairing, adv.fake),
+                adv.fake,
+                acc.reduce,
+                adv.weights,
+                self.gens.rollout,
             )
         return mean_loss, grad_norm, adv
 
@@ -525,7 +536,9 @@ class Trainer:
             sources = Endpoints(rollout.sources[m:], rollout.sources[:m])
         content = self._content(fake, sources) if weight > 0 else None
         fake = self.adversary.view(fake)  # latents, or decoded images in pixel space
-        generator = self.adversary.generator_loss(fake, weights) if weight > 0 else None
+        generator = None
+        if weight > 0:
+            generator = self.adversary.generator_loss(fake, weights, self.gens.rollout)
         return AdversarialStep(weight, fake, weights, generator, content)
 
     def _content(self, fake: Endpoints, sources: Endpoints) -> torch.Tensor | None:
