@@ -102,7 +102,8 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         "- colour: `GT ΔE` is the mean CIE76 colour difference to the true counterpart; the "
         "`skin` columns take only the emoji with a skin-tone modifier (U+1F3FB–U+1F3FF), and "
         "`skin ΔL*` is their mean lightness shift on the counterpart's figure (negative = "
-        "darker)",
+        "darker; the identity's row is how much lighter the source set draws skin than the "
+        "target set, so it differs by direction)",
         "- ceilings: `VAE reconstruction` is the real targets through the codec, `latent mix` "
         "the decoded midpoint of two real targets' latents (an average of partners looks so)",
         "- straightness is left out at 1 NFE (a single Euler step is straight by construction); "
