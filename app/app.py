@@ -91,7 +91,13 @@ class _Handlers:
         return self.labels[label]
 
     def translate_one(
-        self, image: Any, direction: str, steps: float, solver: str, strength: float, seed=0
+        self,
+        image: Any,
+        direction: str,
+        steps: float | None,
+        solver: str | None,
+        strength: float,
+        seed=0,
     ):
         with _user_errors():
             result = serving.translate_upload(
@@ -111,7 +117,7 @@ class _Handlers:
         gif = serving.trajectory_gif(result.frames, _output_path(self.workdir, "path", ".gif"))
         return result.image, strip, str(gif)
 
-    def translate_batch(self, images: Any, direction: str, steps: float, solver: str):
+    def translate_batch(self, images: Any, direction: str, steps: float | None, solver: str | None):
         paths = [_upload_path(payload) for payload in images or []]
         names = [_upload_name(payload) for payload in images or []]
         if not paths:

@@ -52,7 +52,9 @@ def measure(tr: Translator, batch: int, nfes: list[int], repeats: int, device) -
         decode = timed(lambda: tr.codec.decode(latents), device, repeats)
     rows = []
     for nfe in nfes:
-        call = timed(lambda n=nfe: tr(images, steps=n, batch_size=batch), device, repeats)
+        call = timed(
+            lambda n=nfe: tr(images, steps=n, method="euler", batch_size=batch), device, repeats
+        )
         parts = encode + nfe * unet + decode
         rows.append(
             {

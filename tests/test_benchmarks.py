@@ -235,3 +235,13 @@ def test_target_prior_at_s_1_leaves_the_translations_as_they_were(
         assert still["scores"]["ssim"] == pytest.approx(plain["scores"]["ssim"], rel=1e-5)
         assert still["scores"]["l2"] == pytest.approx(plain["scores"]["l2"], rel=1e-5)
         assert moved["scores"]["l2"] != pytest.approx(plain["scores"]["l2"], rel=1e-3)
+    # a rerun reuses the saved prior only with the settings it was trained with
+    other = [*args[: args.index("--width") + 1], "64", *args[args.index("--width") + 2 :]]
+    refused = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "target_prior.py"), *other],
+        cwd=repo / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "was trained with" in refused.stderr

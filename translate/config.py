@@ -333,7 +333,9 @@ class SampleConfig:
     # converter: Translator.default_steps); 4 = the steps the adversarial term and the reflow
     # round train for (docs/SHARPNESS.md §5: 4 Euler steps beat 8 A -> B)
     steps: int = 4
-    method: str = "euler"  # euler | midpoint | rk4 | dopri5
+    # the grids' solver, and the exported checkpoint's default (Translator.default_method):
+    # euler | midpoint | rk4 | dopri5
+    method: str = "euler"
 
     def __post_init__(self) -> None:
         _positive("sample.count", self.count)
