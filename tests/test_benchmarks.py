@@ -218,13 +218,18 @@ def test_target_prior_at_s_1_leaves_the_translations_as_they_were(
     args = ["--checkpoint", str(tmp_path / "ckpt"), "--data-root", str(folders)]
     args += ["--steps", "2", "--batch", "4", "--width", "32", "--variants", "1.0:2,0.5:1"]
     args += ["--nfe", "2", "--prior", str(prior), "--out", str(out)]
-    result = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "target_prior.py"), *args],
-        cwd=repo / "benchmarks",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def target_prior(*argv):
+        script = str(repo / "benchmarks" / "target_prior.py")
+        return subprocess.run(
+            [sys.executable, script, *argv],
+            cwd=repo / "benchmarks",
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    result = target_prior(*args)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (prior / "prior" / "config.json").is_file() and (out / "report.md").is_file()
     rows = json.loads((out / "metrics.json").read_text())["rows"]
@@ -237,11 +242,5 @@ def test_target_prior_at_s_1_leaves_the_translations_as_they_were(
         assert moved["scores"]["l2"] != pytest.approx(plain["scores"]["l2"], rel=1e-3)
     # a rerun reuses the saved prior only with the settings it was trained with
     other = [*args[: args.index("--width") + 1], "64", *args[args.index("--width") + 2 :]]
-    refused = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "target_prior.py"), *other],
-        cwd=repo / "benchmarks",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    refused = target_prior(*other)
     assert refused.returncode != 0 and "was trained with" in refused.stderr
