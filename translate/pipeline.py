@@ -209,14 +209,18 @@ class Translator:
     def resolution(self) -> int:
         return self.info.resolution
 
+    def _sample_setting(self, key: str) -> Any:
+        """The training config's ``sample.<key>``, unchecked; None where the config has none."""
+        sample = self.info.config.get("sample")
+        return sample.get(key) if isinstance(sample, dict) else None
+
     @property
     def default_steps(self) -> int:
         """Solver steps used when a call names none: the training config's ``sample.steps``,
         the step count its sample grids were drawn with (the default recipe's 4, the number of
         Euler steps its adversarial term and reflow round train for), or ``FALLBACK_STEPS``
         for a checkpoint whose config has none."""
-        sample = self.info.config.get("sample")
-        steps = sample.get("steps") if isinstance(sample, dict) else None
+        steps = self._sample_setting("steps")
         if isinstance(steps, bool) or not _whole(steps, 1, math.inf):
             return FALLBACK_STEPS
         return int(steps)
@@ -226,8 +230,7 @@ class Translator:
         """Solver used when a call names none: the training config's ``sample.method``, the
         solver its sample grids were drawn with (``default_steps`` are its steps; dopri5's are
         trajectory frames), or ``FALLBACK_METHOD`` for a checkpoint whose config has none."""
-        sample = self.info.config.get("sample")
-        method = sample.get("method") if isinstance(sample, dict) else None
+        method = self._sample_setting("method")
         return method if isinstance(method, str) and method in METHODS else FALLBACK_METHOD
 
     @classmethod
