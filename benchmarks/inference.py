@@ -48,7 +48,8 @@ def measure(tr: Translator, batch: int, nfes: list[int], repeats: int, device) -
     t = torch.full((batch,), 0.5, device=device)
     with torch.no_grad():
         encode = timed(lambda: tr.codec.encode(pixels), device, repeats)
-        unet = timed(lambda: tr.field(latents, t), device, repeats)
+        field = tr.velocity_field(latents, "a2b")  # the call's field: with a guide, two UNets
+        unet = timed(lambda: field(latents, t), device, repeats)
         decode = timed(lambda: tr.codec.decode(latents), device, repeats)
     rows = []
     for nfe in nfes:

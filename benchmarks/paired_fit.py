@@ -41,7 +41,7 @@ def fit_rows(checkpoint: str, data: Path, nfe: list[int], count: int) -> list[di
         z_a, z_b = tr.codec.encode(a), tr.codec.encode(b)
         identity = (z_a - z_b).pow(2).mean()
         for steps in nfe:
-            z = tr.translate_latents(z_a, "a2b", steps=steps, method="euler").x
+            z = tr.translate_latents(z_a, "a2b", steps, "euler", guidance=1).x  # the field alone
             rows.append(
                 {
                     "checkpoint": checkpoint,

@@ -56,10 +56,15 @@ def make_folders(
 
 
 def tiny_translator(
-    vae_path: Path, domain_a: str = "A", domain_b: str = "B", source_noise: float | None = None
+    vae_path: Path,
+    domain_a: str = "A",
+    domain_b: str = "B",
+    source_noise: float | None = None,
+    guidance: float | None = None,
 ):
     """A Translator with a random two-level UNet over the tiny VAE, at 16 px, on the CPU;
-    source-conditioned, with that noise, when ``source_noise`` is given."""
+    source-conditioned, with that noise, when ``source_noise`` is given; with a second random
+    UNet as its autoguidance guide, at that A -> B weight, when ``guidance`` is given."""
     import torch
 
     from translate import Translator
@@ -83,9 +88,12 @@ def tiny_translator(
         resolution=16,
         source_condition=conditioned,
         source_noise=source_noise or 0.0,
+        guidance={} if guidance is None else {"a2b": guidance, "b2a": 1.0},
     )
     unet = build_unet(model, 8, 4, conditioned)
-    return Translator(unet, LatentCodec.from_pretrained(vae_path), info, "cpu")
+    guide = None if guidance is None else build_unet(model, 8, 4, conditioned)
+    codec = LatentCodec.from_pretrained(vae_path)
+    return Translator(unet, codec, info, "cpu", guide=guide)
 
 
 def torchrun(*args, cwd: Path, timeout: int = 300):

@@ -244,3 +244,33 @@ def test_target_prior_at_s_1_leaves_the_translations_as_they_were(
     other = [*args[: args.index("--width") + 1], "64", *args[args.index("--width") + 2 :]]
     refused = target_prior(*other)
     assert refused.returncode != 0 and "was trained with" in refused.stderr
+
+
+def test_attach_guide_gives_an_old_checkpoint_a_guide(repo, tmp_path, tiny_vae):
+    from helpers import tiny_translator
+
+    from translate import Translator
+
+    main, weak = tiny_translator(tiny_vae), tiny_translator(tiny_vae)
+    with torch.no_grad():
+        for p in weak.unet.parameters():
+            p.mul_(0.5)
+    main.save_pretrained(tmp_path / "final")
+    weak.save_pretrained(tmp_path / "early")
+    script = [sys.executable, str(repo / "benchmarks" / "attach_guide.py")]
+    args = [str(tmp_path / "final"), str(tmp_path / "early"), "--a2b", "3"]
+    done = subprocess.run([*script, *args, "--to", str(tmp_path / "guided")], cwd=repo, timeout=300)
+    assert done.returncode == 0
+    guided = Translator.from_pretrained(tmp_path / "guided", device="cpu")
+    assert guided.info.guidance == {"a2b": 3.0, "b2a": 1.0}
+    x, t = torch.randn(2, 4, 8, 8), torch.full((2,), 0.5)
+    v, g = main.field(x, t), weak.field(x, t)
+    assert torch.allclose(guided.velocity_field(x, "a2b")(x, t), g + 3 * (v - g), atol=1e-6)
+    assert torch.equal(guided.velocity_field(x, "b2a")(x, t), v)
+    # a guide of another architecture is refused in one line
+    other = tiny_translator(tiny_vae, source_noise=0.1)  # two more input channels
+    other.save_pretrained(tmp_path / "other")
+    args = [str(tmp_path / "final"), str(tmp_path / "other"), "--to", str(tmp_path / "no")]
+    refused = subprocess.run([*script, *args], cwd=repo, capture_output=True, text=True)
+    assert refused.returncode == 2 and "not of the field's architecture" in refused.stderr
+    assert not (tmp_path / "no").exists()

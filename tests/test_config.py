@@ -1,6 +1,6 @@
 import pytest
 
-from translate.config import Config, load_config, to_dict
+from translate.config import Config, guide_step, load_config, to_dict
 from translate.errors import ConfigError
 
 
@@ -69,6 +69,10 @@ def test_wrong_type_is_one_line():
         ("adversarial.space=rgb", "latents, pixels"),
         ("adversarial.trajectory_states=first", "uniform, last, ends"),
         ("vae.own.mixed_precision=fp16", "vae.own.mixed_precision.*auto, no, bf16"),
+        ("guidance.a2b=-1", r"guidance.a2b must be in \[0, 10\]"),
+        ("guidance.b2a=nan", r"guidance.b2a must be in \[0, 10\]"),
+        ("guidance.at=1", r"guidance.at must be in \(0, 1\)"),
+        ("guidance.at=0", r"guidance.at must be in \(0, 1\)"),
     ],
 )
 def test_invalid_values(override, match):
@@ -202,3 +206,18 @@ def test_odd_keys_are_config_errors():
 def test_unusable_config_path_is_a_config_error():
     with pytest.raises(ConfigError, match="config file"):
         load_config("x" * 5000 + ".yaml")  # longer than any file name may be
+
+
+@pytest.mark.parametrize(
+    "overrides, step",
+    [
+        ([], 600),  # the default: the field before its reflow round (the last quarter)
+        (["guidance.a2b=1"], 0),  # both weights 1: no guide is kept
+        (["guidance.a2b=1", "guidance.b2a=3"], 600),
+        (["guidance.a2b=0"], 600),  # the guide alone is a valid (if odd) choice
+        (["train.steps=6", "guidance.at=0.5"], 3),
+        (["train.steps=1", "guidance.at=0.1"], 1),  # never step 0: there is no field yet
+    ],
+)
+def test_the_guide_step_is_a_share_of_the_run(overrides, step):
+    assert guide_step(load_config(None, overrides)) == step

@@ -337,3 +337,24 @@ def test_without_a_method_the_checkpoint_solver_is_used(tiny_vae, tmp_path):
         assert convert_main([str(checkpoint), str(src), str(tmp_path / name), *method]) == 0
     outputs = {name: (tmp_path / name / "a.png").read_bytes() for name in runs}
     assert outputs["default"] == outputs["midpoint"] != outputs["euler"]
+
+
+def test_without_guidance_the_checkpoint_weight_is_used(tiny_vae, tmp_path):
+    from helpers import draw_shape
+    from numpy.random import default_rng
+
+    checkpoint = tmp_path / "ckpt"
+    tiny_translator(tiny_vae, guidance=2.0).save_pretrained(checkpoint)
+    src = tmp_path / "in"
+    src.mkdir()
+    draw_shape("A", 24, default_rng(0)).save(src / "a.png")
+    runs = {"default": [], "2": ["--guidance", "2"], "1": ["--guidance", "1"]}
+    for name, guidance in runs.items():
+        args = [str(checkpoint), str(src), str(tmp_path / name), "--steps", "2", *guidance]
+        assert convert_main(args) == 0
+    outputs = {name: (tmp_path / name / "a.png").read_bytes() for name in runs}
+    assert outputs["default"] == outputs["2"] != outputs["1"]
+    plain = tmp_path / "plain"
+    tiny_translator(tiny_vae).save_pretrained(plain)
+    args = [str(plain), str(src), str(tmp_path / "refused"), "--guidance", "2"]
+    assert convert_main(args) == 2  # no guide to extrapolate from: a one-line error

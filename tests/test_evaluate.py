@@ -254,6 +254,32 @@ def test_bad_arguments_are_one_line_errors(two_checkpoints, tmp_path, capsys):
     assert "--data-config" in capsys.readouterr().err
 
 
+def test_guidance_is_measured_as_asked_and_said_in_the_report(two_checkpoints, tiny_vae):
+    from helpers import tiny_translator
+
+    root, (plain, _) = two_checkpoints
+    guided = root / "run-guided" / "checkpoint-final"
+    tiny_translator(tiny_vae, "circles", "squares", guidance=2.0).save_pretrained(guided)
+    common = ["--data-config", str(root / "data.yaml"), "--steps", "2", "--direction", "a2b"]
+
+    def evaluated(name, *extra):
+        out = root / name
+        assert eval_main([str(guided), *common, "--out", str(out), *extra]) == 0
+        result = json.loads((out / "metrics.json").read_text())
+        (row,) = [r for r in result["rows"] if r["model"] == "run-guided"]
+        return result["guidance"], row["scores"]["l2"], (out / "report.md").read_text()
+
+    own, own_l2, report = evaluated("guided-own")
+    asked, asked_l2, _ = evaluated("guided-2", "--guidance", "2")
+    alone, alone_l2, alone_report = evaluated("guided-1", "--guidance", "1")
+    assert own == asked == [{"a2b": 2.0}] and own_l2 == asked_l2
+    assert alone == [{"a2b": 1.0}] and alone_l2 != own_l2
+    assert "autoguidance weight: `run-guided` A→B 2;" in report
+    assert "autoguidance" not in alone_report
+    argv = [str(plain), *common, "--out", str(root / "refused"), "--guidance", "2"]
+    assert eval_main(argv) == 2  # a checkpoint without a guide: a one-line error
+
+
 def test_colour_shift_on_known_colours():
     white = torch.ones(1, 3, 8, 8)
     figure = white.clone()

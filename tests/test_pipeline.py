@@ -189,6 +189,8 @@ def test_a_corrupt_example_is_skipped_with_a_warning(translator, images, tmp_pat
         ("strength", 0.0, r"strength must be in \(0, 1\]"),
         ("seed", -1, "seed must be a non-negative integer"),
         ("seed", 0.5, "seed must be a non-negative integer"),
+        ("guidance", -0.5, r"guidance must be in \[0, 10\]"),
+        ("guidance", float("nan"), r"guidance must be in \[0, 10\]"),
     ],
 )
 def test_translation_options_follow_one_rule_in_every_entry_point(setting, value, match):
@@ -204,7 +206,10 @@ def test_translation_options_follow_one_rule_in_every_entry_point(setting, value
         check_settings(**{**defaults, setting: value})
     with pytest.raises(TranslateError, match=match):  # translate-folder
         ConvertOptions(**{setting: value})
-    if setting not in ("strength", "seed"):  # translate-eval
+    if setting == "guidance":  # translate-eval
+        with pytest.raises(TranslateError, match=match):
+            EvalOptions(guidance=value)
+    elif setting not in ("strength", "seed"):
         plural = {"direction": "directions", "method": "methods", "steps": "steps"}[setting]
         with pytest.raises(TranslateError, match=match):
             EvalOptions(**{plural: (value,)})
@@ -329,3 +334,76 @@ def test_a_call_without_a_method_takes_the_checkpoint_sample_method(translator, 
     for config in ({"sample": {"method": "leapfrog"}}, {"sample": {"method": 3}}, {"sample": 1}):
         translator.info.config = config
         assert translator.default_method == FALLBACK_METHOD
+
+
+@pytest.fixture
+def guided(tiny_vae):
+    from helpers import tiny_translator
+
+    return tiny_translator(tiny_vae, guidance=2.0)
+
+
+def test_autoguidance_extrapolates_from_the_guide_through_the_field(guided):
+    x, t = torch.randn(2, 4, 8, 8), torch.full((2,), 0.3)
+    v, g = velocity(guided.unet, x, t), velocity(guided.guide, x, t)
+    assert not torch.allclose(v, g)  # two different random UNets
+    assert torch.allclose(guided.field(x, t, guidance=2), g + 2.0 * (v - g), atol=1e-6)
+    assert torch.equal(guided.field(x, t), v)  # weight 1: the field alone, bit for bit
+    assert torch.allclose(guided.field(x, t, guidance=0), g, atol=1e-7)
+    assert torch.allclose(guided.velocity_field(x, "a2b")(x, t), g + 2.0 * (v - g), atol=1e-6)
+    assert torch.equal(guided.velocity_field(x, "b2a")(x, t), v)  # B -> A unguided
+    assert (guided.default_guidance("a2b"), guided.default_guidance("b2a")) == (2.0, 1.0)
+    z = torch.randn(2, 4, 8, 8)
+    for direction, weight in (("a2b", 2.0), ("b2a", 1.0)):  # without guidance: the checkpoint's
+        default = guided.translate_latents(z, direction, steps=2).x
+        assert torch.equal(default, guided.translate_latents(z, direction, 2, guidance=weight).x)
+        other = guided.translate_latents(z, direction, 2, guidance=3.0 - weight).x
+        assert not torch.allclose(default, other)
+
+
+def test_a_guided_checkpoint_round_trips_and_a_missing_guide_is_one_line(guided, tmp_path):
+    from translate.serving import model_card
+
+    guided.save_pretrained(tmp_path / "ckpt")
+    loaded = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert loaded.info.guidance == {"a2b": 2.0, "b2a": 1.0} and loaded.guide is not None
+    assert "| Autoguidance | A→B 2, B→A 1 (two UNets per guided step) |" in model_card(loaded)
+    x, t = torch.randn(2, 4, 8, 8), torch.full((2,), 0.6)
+    assert torch.equal(loaded.field(x, t, guidance=2), guided.field(x, t, guidance=2))
+    weights = tmp_path / "ckpt" / "guide" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(TranslateError, match="needs the guide UNet") as err:
+        Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert "\n" not in str(err.value) and "damaged checkpoint" in str(err.value)
+
+
+def test_a_checkpoint_without_a_guide_translates_with_its_field_alone(translator, tmp_path):
+    from translate.pipeline import TranslatorInfo
+    from translate.serving import model_card
+
+    assert not translator.guided and translator.guide is None
+    assert "Autoguidance" not in model_card(translator)
+    translator.save_pretrained(tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt" / "guide").exists()
+    z = torch.randn(1, 4, 8, 8)
+    plain = translator.translate_latents(z, steps=2).x
+    assert torch.equal(plain, translator.translate_latents(z, steps=2, guidance=1).x)
+    with pytest.raises(ValueError, match="needs a guide"):
+        translator.translate_latents(z, steps=2, guidance=2)
+    info = TranslatorInfo("a", "b", 16, guidance={"b2a": 2.0})
+    with pytest.raises(TranslateError, match="needs a guide UNet"):
+        Translator(translator.unet, translator.codec, info, "cpu")
+    meta = json.loads((tmp_path / "ckpt" / "translator.json").read_text())
+    for bad, message in (
+        (2, "must map a2b and b2a"),
+        ({"sideways": 2}, "must map a2b and b2a"),
+        ({"a2b": "2"}, r"weights must be in \[0, 10\]"),
+        ({"a2b": -1}, r"weights must be in \[0, 10\]"),
+    ):
+        (tmp_path / "ckpt" / "translator.json").write_text(json.dumps({**meta, "guidance": bad}))
+        with pytest.raises(TranslateError, match=message):
+            Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    guidance = {"a2b": 2}
+    (tmp_path / "ckpt" / "translator.json").write_text(json.dumps({**meta, "guidance": guidance}))
+    with pytest.raises(TranslateError, match="needs the guide UNet"):  # no guide/ folder
+        Translator.from_pretrained(tmp_path / "ckpt", device="cpu")

@@ -506,6 +506,83 @@ def test_reflow_rounds_train_on_their_pairs_and_resume_exactly(workspace, monkey
     assert "\n" not in str(err.value)
 
 
+def test_the_guide_is_the_ema_field_of_its_step_and_changes_no_training(workspace, monkeypatch):
+    import json
+    import shutil
+
+    tmp, _, config = workspace
+    # the guide kept at step 2 of 8, a reflow round from step 4: its pairs are drawn unguided
+    common = (
+        *("reflow.share=0.5", "reflow.nfe=2", "guidance.at=0.25", "train.steps=8"),
+        *("train.checkpoint_every=2", "train.keep_checkpoints=4"),
+    )
+    off, on, split = tmp / "run-off", tmp / "run-guided", tmp / "run-split"
+    train_module.main(config(*common, "guidance.a2b=1", f"train.output_dir={off}"))
+    train_module.main(config(*common, "guidance.b2a=3", f"train.output_dir={on}"))
+    assert _final_unet(on) == _final_unet(off)  # inference only: the same field, bit for bit
+    assert not (off / runs.GUIDE).exists() and not (off / runs.FINAL / "guide").exists()
+    assert not Translator.from_pretrained(off / runs.FINAL, device="cpu").guided
+    assert json.loads((on / runs.GUIDE / "guide.json").read_text()) == {"step": 2}
+    weights = ("unet", "diffusion_pytorch_model.safetensors")
+    kept = Path(on, runs.GUIDE, *weights).read_bytes()
+    assert kept == Path(on, "checkpoint-000002", *weights).read_bytes()  # the EMA field of step 2
+    assert kept == Path(on, runs.FINAL, "guide", *weights).read_bytes()
+    final = Translator.from_pretrained(on / runs.FINAL, device="cpu")
+    assert final.info.guidance == {"a2b": 2.0, "b2a": 3.0}  # the default A -> B weight, and 3
+    # stopped after the state of step 6 and resumed: the guide is read back
+    _stop_after_then_resume(
+        monkeypatch, 6, config(*common, "guidance.b2a=3", f"train.output_dir={split}")
+    )
+    assert _final_unet(split) == _final_unet(on)
+    assert Path(split, runs.FINAL, "guide", *weights).read_bytes() == kept
+    # a guide folder that is gone: the exported checkpoint of its step holds the same field
+    guided = (*common, "guidance.b2a=3", f"train.output_dir={split}")
+
+    def resume_at_6():
+        shutil.rmtree(split / runs.FINAL)
+        state = split / runs.STATE / "step-000008"
+        shutil.rmtree(state.with_name("moved-step-000008"), ignore_errors=True)
+        state.rename(state.with_name("moved-step-000008"))
+        train_module.main(config(*guided))
+
+    shutil.rmtree(split / runs.GUIDE)
+    resume_at_6()
+    assert Path(split, runs.FINAL, "guide", *weights).read_bytes() == kept
+    assert Path(split, runs.GUIDE, *weights).read_bytes() == kept  # kept again for later
+    # ... and with both gone, a one-line error that names the ways out
+    shutil.rmtree(split / runs.GUIDE)
+    shutil.rmtree(split / "checkpoint-000002")
+    with pytest.raises(TranslateError, match="with a guide of step 2") as err:
+        resume_at_6()
+    assert "\n" not in str(err.value) and "guidance.a2b=1 guidance.b2a=1" in str(err.value)
+    train_module.main(config(*guided, "guidance.a2b=1", "guidance.b2a=1"))  # the way out works
+    assert not Translator.from_pretrained(split / runs.FINAL, device="cpu").guided
+    # a finished guided run extended to more steps keeps the guide of its step when told so
+    longer = (*common, "guidance.b2a=3", f"train.output_dir={on}", "train.steps=20")
+    with pytest.raises(TranslateError, match=r"guidance.at=0.1\b") as err:
+        train_module.main(config(*longer))  # the guide step would now be 5
+    train_module.main(config(*longer, "guidance.at=0.1"))
+    assert Path(on, runs.FINAL, "guide", *weights).read_bytes() == kept
+
+
+def test_a_run_resumed_at_its_guide_step_keeps_the_guide_it_would_have_kept(workspace):
+    import shutil
+
+    tmp, _, config = workspace
+    settings = ("guidance.at=0.5", "train.steps=4", "train.checkpoint_every=2")
+    whole, split = tmp / "run-whole", tmp / "run-split"
+    train_module.main(config(*settings, f"train.output_dir={whole}"))
+    train_module.main(config(*settings, "train.steps=2", f"train.output_dir={split}"))
+    shutil.rmtree(split / runs.GUIDE)  # as if killed after the state of step 2, before its guide
+    shutil.rmtree(split / "checkpoint-000002")
+    train_module.main(config(*settings, f"train.output_dir={split}"))
+    weights = ("guide", "unet", "diffusion_pytorch_model.safetensors")
+    assert (
+        Path(split, runs.FINAL, *weights).read_bytes()
+        == Path(whole, runs.FINAL, *weights).read_bytes()
+    )
+
+
 def test_reflow_pairs_are_euler_translations_whatever_the_sample_solver(workspace, monkeypatch):
     tmp, _, config = workspace
     calls = []

@@ -78,6 +78,13 @@ def convert_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed", type=int, default=0, help="source noise of a source-noised model (others: none)"
     )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="autoguidance weight; 1: the field alone (default: the checkpoint's guidance.a2b "
+        "or guidance.b2a)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
     parser.add_argument(
         "--size",
@@ -120,6 +127,7 @@ def _convert(args: argparse.Namespace) -> int:
         method=args.method,
         strength=args.strength,
         seed=args.seed,
+        guidance=args.guidance,
         batch_size=args.batch_size,
         size=args.size,
         format=args.format,
@@ -170,6 +178,13 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of subsets and of a source-noised model's noise"
     )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="autoguidance weight for every checkpoint; 1: the field alone "
+        "(default: each checkpoint's own)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return parser
 
@@ -207,6 +222,7 @@ def eval_main(argv: list[str] | None = None) -> int:
             inception_weights=args.inception_weights,
             batch_size=args.batch_size,
             seed=args.seed,
+            guidance=args.guidance,
             device=args.device,
         )
         data = load_config(args.data_config).data if args.data_config else None

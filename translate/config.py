@@ -327,6 +327,38 @@ class TrainConfig:
 
 
 @dataclass
+class GuidanceConfig:
+    """Autoguidance at inference (``Translator.field``), a weight per direction; 1 is off.
+
+    Training keeps its own EMA field after ``round(at * train.steps)`` steps as the *guide*, a
+    weaker version of the final field, and the exported checkpoint translates with
+    v = v_guide + w * (v - v_guide) (Karras et al., NeurIPS 2024, Eq. 1, on velocities), w the
+    direction's weight. A guided step runs both UNets. The defaults are measured in
+    docs/SHARPNESS.md (§3, autoguidance): with the default's reflow round the guide is the
+    field before it, and only A -> B gains from it.
+    """
+
+    a2b: float = 2.0  # weight of A -> B translations
+    b2a: float = 1.0  # weight of B -> A translations; both 1: no guide is kept at all
+    at: float = 0.75  # share of train.steps after which the EMA field is kept as the guide
+
+    def __post_init__(self) -> None:
+        for direction in ("a2b", "b2a"):
+            weight = getattr(self, direction)
+            if not 0 <= weight <= 10:  # NaN fails too
+                raise ConfigError(f"guidance.{direction} must be in [0, 10], got {weight}")
+        if not 0 < self.at < 1:
+            raise ConfigError(f"guidance.at must be in (0, 1), got {self.at}")
+
+
+def guide_step(cfg: Config) -> int:
+    """The training step whose EMA field is kept as the guide; 0 when guidance is off."""
+    if cfg.guidance.a2b == cfg.guidance.b2a == 1:
+        return 0
+    return min(max(1, round(cfg.guidance.at * cfg.train.steps)), cfg.train.steps)
+
+
+@dataclass
 class SampleConfig:
     count: int = 8  # test images per direction in each sample grid
     # ODE steps of the grids, and the exported checkpoint's default for translation (CLI, app,
@@ -353,6 +385,7 @@ class Config:
     reflow: ReflowConfig = field(default_factory=ReflowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def __post_init__(self) -> None:
         """Refuse, before any work, combinations that could only fail later (e.g. mid-run)."""

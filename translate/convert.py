@@ -52,6 +52,8 @@ class ConvertOptions:
     method: str | None = None  # None: the checkpoint's own (Translator.default_method)
     strength: float = 1.0
     seed: int = 0  # the source noise of a source-noised model
+    # None: the checkpoint's own for the direction (Translator.default_guidance)
+    guidance: float | None = None
     batch_size: int = 16
     size: str = "native"  # native: keep each input's size; model: square model resolution
     format: str = "same"  # same | png | jpg | webp
@@ -60,7 +62,9 @@ class ConvertOptions:
 
     def __post_init__(self) -> None:
         try:
-            TranslationOptions(self.direction, self.steps, self.method, self.strength, self.seed)
+            TranslationOptions(
+                self.direction, self.steps, self.method, self.strength, self.seed, self.guidance
+            )
         except ValueError as err:
             raise TranslateError(f"--{err}") from None
         for name, value, choices in (("size", self.size, SIZES), ("format", self.format, FORMATS)):
@@ -236,6 +240,7 @@ def translate_batch(
             batch_size=len(images),
             size=opts.size,
             seed=opts.seed,
+            guidance=opts.guidance,
         )
     except torch.cuda.OutOfMemoryError:
         if len(images) == 1:
@@ -382,6 +387,7 @@ def _convert_shard(checkpoint, output_root, opts, jobs, state, device, vae_dtype
 
     device = state.device if device == "auto" else device
     translator = Translator.from_pretrained(checkpoint, device=device, vae_dtype=vae_dtype)
+    translator.check_guidance(opts.guidance)
     if state.is_main_process:
         clean_temporaries(output_root)
     state.wait_for_everyone()

@@ -55,13 +55,14 @@ class EvalOptions:
     seed: int = 0
     grid_rows: int = 8
     device: str = "auto"
+    guidance: float | None = None  # autoguidance weight of every model; None: each one's own
 
     def __post_init__(self) -> None:
         if not (self.directions and self.methods and self.steps):
             raise TranslateError("directions, methods and steps each need at least one value")
         try:
             for direction, method, steps in product(self.directions, self.methods, self.steps):
-                TranslationOptions(direction, steps, method)
+                TranslationOptions(direction, steps, method, guidance=self.guidance)
         except ValueError as err:
             raise TranslateError(str(err)) from None
 
@@ -132,6 +133,18 @@ def evaluate(
     torch.manual_seed(opts.seed)
     translators = _load_translators(checkpoints, opts.device)
     main = translators[0]
+    for path, tr in zip(checkpoints, translators, strict=True):
+        try:
+            tr.check_guidance(opts.guidance)
+        except TranslateError as err:
+            raise TranslateError(f"{path}: {err}") from None
+    guidance = [  # per checkpoint, the weight of each evaluated direction
+        {
+            d: tr.default_guidance(d) if opts.guidance is None else opts.guidance
+            for d in opts.directions
+        }
+        for tr in translators
+    ]
     if data is None:
         data = config_from_dict(main.info.config).data if main.info.config else None
         if data is None:
@@ -171,6 +184,7 @@ def evaluate(
     outcome.meta.update(
         checkpoints=[str(c) for c in checkpoints],
         labels=labels,
+        guidance=guidance,
         domains=list(main.domains),
         resolution=res,
         split=opts.split,
@@ -341,14 +355,20 @@ def _translate(tr: Translator, pixels, direction, method, steps, opts):
         start = time.perf_counter()
         latents = tr.codec.encode(chunk.to(tr.device))
         solution = tr.translate_latents(
-            latents, direction, steps, method, return_trajectory=True, seed=opts.seed
+            latents,
+            direction,
+            steps,
+            method,
+            return_trajectory=True,
+            seed=opts.seed,
+            guidance=opts.guidance,
         )
         out = tr.codec.decode(solution.x).cpu()
         seconds += time.perf_counter() - start
         outs.append(out)
         nfes.append(solution.nfe)
         if straight is None:  # on the first batch only: it costs as many NFE again
-            field = tr.velocity_field(latents, direction)
+            field = tr.velocity_field(latents, direction, opts.guidance)
             straight = metrics.straightness(field, solution.trajectory, solution.times)
     return torch.cat(outs), sum(nfes) / len(nfes), seconds, straight
 

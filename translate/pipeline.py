@@ -43,6 +43,8 @@ MAX_ASPECT = 4  # native mode: the long working side is at most this many resolu
 # became the checkpoint's default)
 FALLBACK_STEPS = 8
 FALLBACK_METHOD = "euler"
+MAX_GUIDANCE = 10.0
+GUIDE = "guide"  # the checkpoint's subfolder with the guide UNet of autoguidance
 
 
 @dataclass
@@ -57,6 +59,9 @@ class TranslatorInfo:
     step: int = 0  # training steps behind these weights
     source_condition: bool = False  # the UNet also takes the clean source and its direction
     source_noise: float = 0.0  # sigma_s on the source end at inference (translate.flow)
+    # autoguidance weight per direction, {"a2b": w, "b2a": w}, of the guide in guide/
+    # (Translator.field); 1 or absent: the field alone
+    guidance: dict[str, float] = field(default_factory=dict)
     vae: dict[str, Any] = field(
         default_factory=dict
     )  # {"path": "vae"} or {"pretrained", "subfolder"}
@@ -79,6 +84,13 @@ class TranslatorInfo:
         noise = self.source_noise
         if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0 <= noise < 1e9:
             return f'"source_noise" must be a non-negative number, got {noise!r}'
+        weights = self.guidance
+        if not isinstance(weights, dict) or not set(weights) <= set(DIRECTIONS):
+            return f'"guidance" must map a2b and b2a to weights, got {weights!r}'
+        for weight in weights.values():
+            number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+            if not number or not _guidance(weight):
+                return f'"guidance" weights must be in [0, {MAX_GUIDANCE:g}], got {weight!r}'
         vae = self.vae
         if not isinstance(vae, dict) or not isinstance(vae.get("path", vae.get("pretrained")), str):
             return f'"vae" must name a "path" or a "pretrained" VAE, got {vae!r}'
@@ -124,6 +136,9 @@ class TranslationOptions:
     method: str | None = None
     strength: float = 1.0  # in (0, 1]: the share of the path travelled
     seed: int = 0  # the source noise of a source-noised model (other models ignore it)
+    # autoguidance weight (Translator.field); None: the checkpoint's own for the direction
+    # (``Translator.default_guidance``)
+    guidance: float | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -138,6 +153,33 @@ class TranslationOptions:
             raise ValueError(f"strength must be in (0, 1]; got {self.strength!r}")
         if not _whole(self.seed, 0, 2**63):
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
+        if self.guidance is not None and (
+            isinstance(self.guidance, bool)
+            or not isinstance(self.guidance, (int, float))
+            or not _guidance(self.guidance)
+        ):
+            raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE:g}]; got {self.guidance!r}")
+
+
+def _architecture(unet: UNet2DModel) -> dict:
+    """A UNet's configuration without diffusers' own bookkeeping (keys starting with _), its
+    tuples as lists (a UNet read from disk has lists where a built one may have tuples)."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in unet.config.items()
+        if not k.startswith("_")
+    }
+
+
+def _no_guide(weight: float) -> str:
+    return (
+        f"guidance {weight:g} needs a guide, and this checkpoint has none (only a run with a "
+        "guidance weight other than 1 keeps one): use guidance 1"
+    )
+
+
+def _guidance(value: float) -> bool:
+    return 0 <= value <= MAX_GUIDANCE  # NaN fails
 
 
 def _whole(value: Any, low: float, high: float) -> bool:
@@ -192,12 +234,20 @@ class Translator:
         info: TranslatorInfo,
         device: str | torch.device | None = "auto",
         examples: dict[str, list[Image.Image]] | None = None,
+        guide: UNet2DModel | None = None,
     ) -> None:
+        """``guide``: the weaker field of autoguidance (see ``field``); ``info.guidance``
+        holds its weight per direction (1, the field alone, where absent)."""
         self.device = resolve_device(device)
         self.unet = unet.eval().requires_grad_(False).to(self.device)
+        self.guide = None if guide is None else guide.eval().requires_grad_(False).to(self.device)
+        self.info = info
+        if guide is None and self.guided:
+            raise TranslateError(f"guidance {info.guidance} needs a guide UNet; none was given")
+        if guide is not None and _architecture(guide) != _architecture(unet):
+            raise TranslateError("the guide UNet is not of the field's architecture")
         self.codec = codec
         self.codec.vae.to(self.device)  # in its own dtype; latents and the UNet stay float32
-        self.info = info
         # direction -> held-out source images to try, e.g. {"a2b": [...], "b2a": [...]}
         self.examples = examples or {}
 
@@ -270,6 +320,19 @@ class Translator:
             raise TranslateError(
                 f"cannot load the UNet from {path / 'unet'}: {first_line(err)}"
             ) from None
+        guide = None
+        if any(weight != 1 for weight in info.guidance.values()):
+            try:
+                guide = UNet2DModel.from_pretrained(str(path / GUIDE / "unet"))
+            except Exception as err:
+                raise TranslateError(
+                    f"damaged checkpoint {path}: its guidance {info.guidance} needs the guide "
+                    f"UNet in {path / GUIDE / 'unet'}: {first_line(err)}"
+                ) from None
+            if _architecture(guide) != _architecture(unet):
+                raise TranslateError(
+                    f"damaged checkpoint {path}: its guide UNet is not of its UNet's architecture"
+                )
         dtype = resolve_vae_dtype(vae_dtype, resolve_device(device))
         if "path" in info.vae:
             codec = LatentCodec.from_pretrained(path / info.vae["path"], dtype=dtype)
@@ -283,7 +346,7 @@ class Translator:
                 f"incompatible checkpoint {path}: UNet expects {unet.config.in_channels} input "
                 f"channels, the VAE and {CONFIG_NAME} give {expected}"
             )
-        return cls(unet, codec, info, device, _load_examples(path / EXAMPLES))
+        return cls(unet, codec, info, device, _load_examples(path / EXAMPLES), guide)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write a checkpoint folder atomically (a temporary folder, then a rename)."""
@@ -293,13 +356,18 @@ class Translator:
     def _write(self, tmp: Path) -> None:
         """The checkpoint's files, into the (temporary) folder ``tmp``."""
         self.unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
+        if self.guide is not None:
+            self.guide.save_pretrained(str(tmp / GUIDE / "unet"), safe_serialization=True)
         info = TranslatorInfo(**asdict(self.info))
         if Path(self.codec.source, self.codec.subfolder or "").is_dir():
             self.codec.save_pretrained(tmp / "vae")
             info.vae = {"path": "vae"}
         else:
             info.vae = {"pretrained": self.codec.source, "subfolder": self.codec.subfolder}
-        (tmp / CONFIG_NAME).write_text(json.dumps(asdict(info), indent=2))
+        meta = asdict(info)
+        if not info.guidance:  # an unguided checkpoint stays readable by earlier versions
+            del meta["guidance"]
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
         for direction, images in self.examples.items():
             (tmp / EXAMPLES / direction).mkdir(parents=True)
             for i, image in enumerate(images):
@@ -335,20 +403,55 @@ class Translator:
         """Images or paths -> pixels (batch, 3, R, R) in [-1, 1] at the model resolution."""
         return to_tensor([self.prepare(_load(im)) for im in images])
 
-    def field(
-        self, x: torch.Tensor, t: torch.Tensor, condition: SourceCondition | None = None
-    ) -> torch.Tensor:
-        """The learned velocity v(x, t) for latents x (batch, C, h, w); a source-conditioned
-        model needs the ``condition`` of its rows (``velocity_field`` binds it)."""
-        return velocity(self.unet, x, t, condition)
+    def check_guidance(self, guidance: float | None) -> None:
+        """TranslateError (one line) when the weight ``guidance`` (None: the checkpoint's own)
+        needs a guide that this checkpoint does not have."""
+        if guidance is not None and guidance != 1 and self.guide is None:
+            raise TranslateError(_no_guide(guidance))
 
-    def velocity_field(self, sources: torch.Tensor, direction: str):
-        """v(x, t) for translations of ``sources`` (batch, C, h, w) in ``direction``: the
-        field with the sources' condition bound, or ``field`` itself for a plain model."""
-        if not self.info.source_condition:
-            return self.field
-        condition = SourceCondition.of(sources, direction == "b2a")
-        return lambda x, t: self.field(x, t, condition)
+    def default_guidance(self, direction: str) -> float:
+        """The autoguidance weight of ``direction`` when a call names none: the checkpoint's
+        own (its training ``guidance.a2b`` / ``guidance.b2a``), 1 (the field alone) where it
+        has none."""
+        return float(self.info.guidance.get(direction, 1.0))
+
+    @property
+    def guided(self) -> bool:
+        """Whether a call without ``guidance`` uses the guide in some direction."""
+        return any(self.default_guidance(d) != 1 for d in DIRECTIONS)
+
+    def field(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        condition: SourceCondition | None = None,
+        guidance: float = 1.0,
+    ) -> torch.Tensor:
+        """The velocity (batch, C, h, w) at latents x (batch, C, h, w) and times t in [0, 1].
+
+        With a weight w = ``guidance`` other than 1 it is the autoguided
+        v_guide + w * (v - v_guide) (Karras et al., NeurIPS 2024, Eq. 1, on velocities): two
+        UNet calls; with 1 the learned v(x, t) alone. A source-conditioned model needs the
+        ``condition`` of its rows (``velocity_field`` binds it). Raises ValueError for w != 1
+        without a guide.
+        """
+        weight = float(guidance)
+        v = velocity(self.unet, x, t, condition)
+        if weight == 1:
+            return v
+        if self.guide is None:
+            raise ValueError(_no_guide(weight))
+        return torch.lerp(velocity(self.guide, x, t, condition), v, weight)
+
+    def velocity_field(self, sources: torch.Tensor, direction: str, guidance: float | None = None):
+        """v(x, t) for translations of ``sources`` (batch, C, h, w) in ``direction``: ``field``
+        with the sources' condition (a source-conditioned model) and the autoguidance weight
+        bound (``guidance``; None: ``default_guidance(direction)``)."""
+        condition = None
+        if self.info.source_condition:
+            condition = SourceCondition.of(sources, direction == "b2a")
+        weight = self.default_guidance(direction) if guidance is None else guidance
+        return lambda x, t: self.field(x, t, condition, weight)
 
     def start(
         self, sources: torch.Tensor, seed: int = 0, noise: torch.Tensor | None = None
@@ -376,18 +479,23 @@ class Translator:
         return_trajectory: bool = False,
         seed: int = 0,
         noise: torch.Tensor | None = None,
+        guidance: float | None = None,
     ) -> Solution:
         """Integrate latents (batch, C, h, w): a2b runs t 0 -> strength, b2a 1 -> 1-strength,
-        in ``steps`` steps of the solver ``method`` (None: ``default_steps``, ``default_method``).
+        in ``steps`` steps of the solver ``method`` (None: ``default_steps``, ``default_method``)
+        of the field with autoguidance weight ``guidance`` (None: ``default_guidance``; see
+        ``field``).
 
         A source-noised model starts from ``start(latents, seed, noise)``."""
-        TranslationOptions(direction, steps, method, strength, seed)  # ValueError if not valid
+        TranslationOptions(direction, steps, method, strength, seed, guidance)  # ValueError
         steps = self.default_steps if steps is None else int(steps)
         method = self.default_method if method is None else method
+        if guidance is not None and guidance != 1 and self.guide is None:
+            raise ValueError(_no_guide(guidance))  # before any work
         t0, t1 = time_span(direction, strength)
         sources = latents.to(self.device).float()
         return integrate(
-            self.velocity_field(sources, direction),
+            self.velocity_field(sources, direction, guidance),
             self.start(sources, seed, noise),
             t0,
             t1,
@@ -407,9 +515,11 @@ class Translator:
         batch_size: int = 16,
         size: str = "model",
         seed: int = 0,
+        guidance: float | None = None,
     ) -> list[Image.Image] | list[Trajectory]:
         """Translate images; one output per input, in order, in ``steps`` steps of the solver
-        ``method`` (None: the checkpoint's ``default_steps`` and ``default_method``).
+        ``method`` with autoguidance weight ``guidance`` (None: the checkpoint's
+        ``default_steps``, ``default_method`` and ``default_guidance``).
 
         ``size="model"`` returns resolution x resolution images (center-cropped);
         ``size="native"`` translates at the working size (see ``working_size``) and returns
@@ -432,7 +542,14 @@ class Translator:
                 chunk = indices[start : start + batch_size]
                 latents = self.codec.encode(to_tensor([prepared[i] for i in chunk]))
                 solution = self.translate_latents(
-                    latents, direction, steps, method, strength, return_trajectory, seed
+                    latents,
+                    direction,
+                    steps,
+                    method,
+                    strength,
+                    return_trajectory,
+                    seed,
+                    guidance=guidance,
                 )
                 if not torch.isfinite(solution.x).all():
                     raise NonFiniteOutputError(

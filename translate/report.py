@@ -109,6 +109,18 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         "- straightness is left out at 1 NFE (a single Euler step is straight by construction); "
         "dopri5 rows give the mean NFE it took",
     ]
+    arrows = {"a2b": "A→B", "b2a": "B→A"}
+    guided = [
+        f"`{label}` {arrows[direction]} {weight:g}"
+        for label, weights in zip(meta["labels"], meta.get("guidance", []), strict=False)
+        for direction, weight in weights.items()
+        if weight != 1
+    ]
+    if guided:
+        lines.append(
+            f"- autoguidance weight: {', '.join(guided)}; a guided translation runs two UNets "
+            "(the field and its guide) per NFE"
+        )
     warning = classifier_warning(meta)
     if warning:
         lines.append(f"- **{warning}**")

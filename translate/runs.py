@@ -5,6 +5,7 @@ output_dir/
   state/step-000500/       accelerate state + EMA + step and generators (resume points)
   checkpoint-000500/       exported Translator checkpoints (load with one call)
   checkpoint-final/
+  guide/unet/              the EMA field kept at guidance.at of the run (autoguidance)
   samples/step-000500.png  sample grids
   logs/                    tracker logs (tensorboard by default)
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from translate import atomic
 
 STATE = "state"
+GUIDE = "guide"
 FINAL = "checkpoint-final"
 _STEP = re.compile(r"^(?:step|checkpoint)-(\d+)$")
 

@@ -89,13 +89,18 @@ def served_steps(translator: Translator) -> int:
 
 
 def check_settings(
-    direction: str, steps: int | None, method: str | None, strength: float, seed: int = 0
+    direction: str,
+    steps: int | None,
+    method: str | None,
+    strength: float,
+    seed: int = 0,
+    guidance: float | None = None,
 ) -> None:
     """``ValueError`` for settings a request may not use: ``TranslationOptions``' rules and,
     so that one request cannot hold the queue, at most ``MAX_STEPS`` steps (None, the
-    checkpoint's own, is resolved by ``served_steps``; a method of None is the checkpoint's
-    ``default_method``)."""
-    TranslationOptions(direction, steps, method, float(strength), seed)
+    checkpoint's own, is resolved by ``served_steps``; a method or guidance of None is the
+    checkpoint's ``default_method`` or ``default_guidance``)."""
+    TranslationOptions(direction, steps, method, float(strength), seed, guidance)
     if steps is not None and int(steps) > MAX_STEPS:
         raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
 
@@ -110,10 +115,11 @@ def translate_upload(
     max_mb: float = MAX_UPLOAD_MB,
     max_megapixels: float = MAX_MEGAPIXELS,
     seed: int = 0,
+    guidance: float | None = None,
 ) -> Translation:
     """Translate one uploaded file at its own size, with the path's frames; ``steps`` None:
-    ``served_steps``; ``method`` None: the checkpoint's ``default_method``."""
-    check_settings(direction, steps, method, strength, seed)
+    ``served_steps``; ``method`` and ``guidance`` None: the checkpoint's own."""
+    check_settings(direction, steps, method, strength, seed, guidance)
     steps = served_steps(translator) if steps is None else int(steps)
     source = open_upload(path, max_mb, max_megapixels)
     (frames,) = translator(
@@ -125,6 +131,7 @@ def translate_upload(
         return_trajectory=True,
         size="native",
         seed=int(seed),
+        guidance=guidance,
     )
     image = with_alpha(frames[-1], restore_alpha(source.alpha, frames[-1]))
     return Translation(image, [preview(f) for f in frames], frames.times, source.note)
@@ -142,14 +149,16 @@ def translate_many(
     names: Sequence[str] | None = None,
     max_megapixels: float = MAX_MEGAPIXELS,
     seed: int = 0,
+    guidance: float | None = None,
 ) -> tuple[list[tuple[str, Image.Image]], list[tuple[str, str]]]:
     """Translate several uploads; bad files are skipped, never fatal.
 
     ``names`` are what the user called the files (default: the paths' base names). Returns
     ``([(name, image)], [(name, reason)])``: the outputs in input order, and the files that
-    could not be read or whose translation is not finite, with the reason.
+    could not be read or whose translation is not finite, with the reason. ``method`` and
+    ``guidance`` None: the checkpoint's own.
     """
-    check_settings(direction, steps, method, strength, seed)
+    check_settings(direction, steps, method, strength, seed, guidance)
     steps = served_steps(translator) if steps is None else int(steps)
     names = list(names) if names is not None else [Path(p).name for p in paths]
     good: list[tuple[str, SourceImage]] = []
@@ -171,6 +180,7 @@ def translate_many(
             batch_size=batch_size,
             size="native",
             seed=int(seed),
+            guidance=guidance,
         ),
         [source.rgb for _, source in good],
     )
@@ -248,6 +258,10 @@ def model_card(translator: Translator) -> str:
         ("VAE", vae),
         ("Default steps", f"{served_steps(translator)} ({translator.default_method})"),
     ]
+    if translator.guided:
+        arrows = {"a2b": "A→B", "b2a": "B→A"}
+        weights = [f"{arrows[d]} {translator.default_guidance(d):g}" for d in arrows]
+        rows.append(("Autoguidance", f"{', '.join(weights)} (two UNets per guided step)"))
     model = config.get("model", {})
     if model.get("block_out_channels"):
         rows.append(("UNet", f"channels {model['block_out_channels']}"))

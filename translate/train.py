@@ -34,7 +34,14 @@ from translate.adversarial import (
     ramp,
 )
 from translate.codec import quiet_diffusers
-from translate.config import Config, TrainConfig, config_from_dict, to_dict, to_yaml
+from translate.config import (
+    Config,
+    TrainConfig,
+    config_from_dict,
+    guide_step,
+    to_dict,
+    to_yaml,
+)
 from translate.content import ContentTerm, transport_cost
 from translate.coupling import (
     Coupler,
@@ -248,6 +255,8 @@ class Trainer:
             self.content = ContentTerm(*shape, adv.lr, device, cfg.train.seed)
         self.step = 0
         self._samples: list | None = None  # see _sample_sources
+        self.guide_step = guide_step(cfg)  # 0: no guide (both guidance weights 1)
+        self.guide: UNet2DModel | None = None  # the EMA field kept at guide_step
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images for pixel-space discriminators, in the run's autocast (the frozen
@@ -263,7 +272,7 @@ class Trainer:
         """(latents, direction) -> their translations by the EMA field in ``reflow.nfe`` Euler
         steps; a source-noised field's noise comes from a stream seeded by the run's seed and
         the round's first step, so that every process draws the same pairs."""
-        translator, nfe = self.translator(), self.cfg.reflow.nfe  # the EMA weights, in float32
+        translator, nfe = self.translator(guided=False), self.cfg.reflow.nfe  # EMA, float32
         draw = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + first)
 
         def translate(latents: torch.Tensor, direction: str) -> torch.Tensor:
@@ -305,6 +314,7 @@ class Trainer:
     def fit(self) -> Path:
         cfg, acc = self.cfg, self.accelerator
         self._resume()
+        self._restore_guide()
         if acc.is_main_process and cfg.train.log_with != "none":
             acc.init_trackers("translate", config=_flat(to_dict(cfg)))
         bar = tqdm(
@@ -338,6 +348,8 @@ class Trainer:
                 continue
             self.ema.step(self.unet.parameters())
             self.step += 1
+            if self.step == self.guide_step:
+                self._keep_guide()
             window_steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{mean_loss:.4f}", pair_cost=f"{cost_ratio:.3f}")
@@ -590,7 +602,7 @@ class Trainer:
         latents = torch.cat([latents for _, _, latents in self._sample_sources()])
         latents = latents.to(translator.device)
         with torch.no_grad():
-            v = translator.velocity_field(latents, "a2b")(latents, torch.zeros(len(latents)))
+            v = translator.velocity_field(latents, "a2b", 1.0)(latents, torch.zeros(len(latents)))
         peak = v.abs().max().item()
         if not math.isfinite(peak) or peak > VELOCITY_LIMIT:
             raise TranslateError(self._poisoned("the largest velocity", peak, now=True))
@@ -605,10 +617,80 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------------- checkpoints
-    def translator(self) -> Translator:
-        """A Translator on the current EMA weights (the exported and sampled model)."""
+    def _ema_unet(self) -> UNet2DModel:
         unet = self._build_unet()
         self.ema.copy_to(unet.parameters())
+        return unet
+
+    def _keep_guide(self) -> None:
+        """Keep the EMA field of this step as autoguidance's guide, in memory and in
+        ``output_dir/guide`` (written before this step's state, so that a resumed run finds it)."""
+        with torch.random.fork_rng(devices=[]):  # a guided run draws what an unguided one does
+            self.guide = self._ema_unet()
+        self._write_guide()
+
+    def _write_guide(self) -> None:
+        if self.accelerator.is_main_process:
+            with atomic.atomic_dir(self.out / runs.GUIDE) as tmp:
+                self.guide.save_pretrained(str(tmp / "unet"), safe_serialization=True)
+                (tmp / "guide.json").write_text(json.dumps({"step": self.guide_step}))
+        self.accelerator.wait_for_everyone()
+
+    def _restore_guide(self) -> None:
+        """After a resume at or past the guide's step, find the guide: ``output_dir/guide``,
+        else the exported checkpoint of that step (its UNet is the same EMA field), else, at
+        that very step, the EMA weights just loaded. TranslateError (one line) if none is left,
+        e.g. for a run started before autoguidance or extended to more steps."""
+        if not self.guide_step or self.step < self.guide_step:
+            return
+        recorded = self._guide_record() == self.guide_step
+        self.guide = self._kept_guide()
+        if self.guide is None and self.step == self.guide_step:
+            self._keep_guide()  # the EMA weights just loaded are the guide
+        elif self.guide is not None and not recorded:
+            self._write_guide()  # from the exported checkpoint: keep it for later resumes
+        if self.guide is None:
+            kept = self._guide_record()
+            hint = (
+                ""
+                if kept is None
+                else (
+                    f", or keep the guide of step {kept} with "
+                    f"guidance.at={kept / self.cfg.train.steps:.6g}"
+                )
+            )
+            raise TranslateError(
+                f"cannot resume at step {self.step} with a guide of step {self.guide_step}: "
+                f"neither {self.out / runs.GUIDE} nor "
+                f"{runs.step_name('checkpoint', self.guide_step)} holds it; "
+                f"set guidance.a2b=1 guidance.b2a=1 to finish without autoguidance{hint}"
+            )
+
+    def _guide_record(self) -> int | None:
+        """The step ``output_dir/guide`` was kept at, or None when there is none."""
+        try:
+            return int(json.loads((self.out / runs.GUIDE / "guide.json").read_text())["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _kept_guide(self) -> UNet2DModel | None:
+        """The EMA field of ``guide_step`` from disk, or None."""
+        sources = [self.out / runs.step_name("checkpoint", self.guide_step) / "unet"]
+        if self._guide_record() == self.guide_step:
+            sources.insert(0, self.out / runs.GUIDE / "unet")
+        for folder in sources:
+            try:
+                with quiet_diffusers():
+                    return UNet2DModel.from_pretrained(str(folder))
+            except Exception:  # missing or damaged: try the next
+                continue
+        return None
+
+    def translator(self, guided: bool = True) -> Translator:
+        """A Translator on the current EMA weights (the exported and sampled model), with the
+        guide once it is kept (``guided``: the reflow pairs are drawn without it)."""
+        unet = self._ema_unet()
+        guide = self.guide if guided else None
         info = TranslatorInfo(
             domain_a=self.data.source.name_a,
             domain_b=self.data.source.name_b,
@@ -618,10 +700,16 @@ class Trainer:
             step=self.step,
             source_condition=self.cfg.flow.source_condition,
             source_noise=self.cfg.flow.source_noise,
+            guidance=(
+                {"a2b": self.cfg.guidance.a2b, "b2a": self.cfg.guidance.b2a}
+                if guide is not None
+                else {}
+            ),
             config=to_dict(self.cfg),
         )
         examples = {direction: images for direction, images, _ in self._sample_sources()}
-        return Translator(unet, self.data.codec, info, self.accelerator.device, examples)
+        device = self.accelerator.device
+        return Translator(unet, self.data.codec, info, device, examples, guide)
 
     def _save(self, final: bool) -> None:
         """Resume point + exported checkpoint, each written under a temporary name first."""
