@@ -88,8 +88,7 @@ class TranslatorInfo:
         if not isinstance(weights, dict) or not set(weights) <= set(DIRECTIONS):
             return f'"guidance" must map a2b and b2a to weights, got {weights!r}'
         for weight in weights.values():
-            number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
-            if not number or not _guidance(weight):
+            if not _is_weight(weight):
                 return f'"guidance" weights must be in [0, {MAX_GUIDANCE:g}], got {weight!r}'
         vae = self.vae
         if not isinstance(vae, dict) or not isinstance(vae.get("path", vae.get("pretrained")), str):
@@ -153,11 +152,7 @@ class TranslationOptions:
             raise ValueError(f"strength must be in (0, 1]; got {self.strength!r}")
         if not _whole(self.seed, 0, 2**63):
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
-        if self.guidance is not None and (
-            isinstance(self.guidance, bool)
-            or not isinstance(self.guidance, (int, float))
-            or not _guidance(self.guidance)
-        ):
+        if self.guidance is not None and not _is_weight(self.guidance):
             raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE:g}]; got {self.guidance!r}")
 
 
@@ -178,8 +173,10 @@ def _no_guide(weight: float) -> str:
     )
 
 
-def _guidance(value: float) -> bool:
-    return 0 <= value <= MAX_GUIDANCE  # NaN fails
+def _is_weight(value: Any) -> bool:
+    """An autoguidance weight: a number (not a bool) in [0, MAX_GUIDANCE]; NaN is not."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and 0 <= value <= MAX_GUIDANCE
 
 
 def _whole(value: Any, low: float, high: float) -> bool:

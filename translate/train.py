@@ -643,14 +643,14 @@ class Trainer:
         e.g. for a run started before autoguidance or extended to more steps."""
         if not self.guide_step or self.step < self.guide_step:
             return
-        recorded = self._guide_record() == self.guide_step
-        self.guide = self._kept_guide()
+        kept = self._guide_record()
+        recorded = kept == self.guide_step
+        self.guide = self._kept_guide(recorded)
         if self.guide is None and self.step == self.guide_step:
             self._keep_guide()  # the EMA weights just loaded are the guide
         elif self.guide is not None and not recorded:
             self._write_guide()  # from the exported checkpoint: keep it for later resumes
         if self.guide is None:
-            kept = self._guide_record()
             hint = (
                 ""
                 if kept is None
@@ -673,10 +673,11 @@ class Trainer:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _kept_guide(self) -> UNet2DModel | None:
-        """The EMA field of ``guide_step`` from disk, or None."""
+    def _kept_guide(self, recorded: bool) -> UNet2DModel | None:
+        """The EMA field of ``guide_step`` from disk (``output_dir/guide`` first where its
+        record says that step), or None."""
         sources = [self.out / runs.step_name("checkpoint", self.guide_step) / "unet"]
-        if self._guide_record() == self.guide_step:
+        if recorded:
             sources.insert(0, self.out / runs.GUIDE / "unet")
         for folder in sources:
             try:
