@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - exercised by users without the extra
 
 from translate import serving
 from translate.cli import HelpFormatter
+from translate.config import MAX_GUIDANCE
 from translate.errors import TranslateError, first_line
 from translate.pipeline import TranslationOptions, Translator
 from translate.solvers import METHODS
@@ -90,6 +91,11 @@ class _Handlers:
             raise gr.Error(f"direction must be one of: {', '.join(self.labels)}")
         return self.labels[label]
 
+    def default_guidance(self, direction: str) -> float:
+        """The checkpoint's autoguidance weight for a direction label: what the page's guidance
+        slider shows when the direction changes."""
+        return self.translator.default_guidance(self.direction_of(direction))
+
     def translate_one(
         self,
         image: Any,
@@ -98,6 +104,7 @@ class _Handlers:
         solver: str | None,
         strength: float,
         seed=0,
+        guidance: float | None = None,
     ):
         with _user_errors():
             result = serving.translate_upload(
@@ -110,6 +117,7 @@ class _Handlers:
                 self.max_upload_mb,
                 self.max_megapixels,
                 seed=_seed(seed),
+                guidance=_guidance(guidance),
             )
         if result.note:
             gr.Info(result.note)
@@ -117,7 +125,14 @@ class _Handlers:
         gif = serving.trajectory_gif(result.frames, _output_path(self.workdir, "path", ".gif"))
         return result.image, strip, str(gif)
 
-    def translate_batch(self, images: Any, direction: str, steps: float | None, solver: str | None):
+    def translate_batch(
+        self,
+        images: Any,
+        direction: str,
+        steps: float | None,
+        solver: str | None,
+        guidance: float | None = None,
+    ):
         paths = [_upload_path(payload) for payload in images or []]
         names = [_upload_name(payload) for payload in images or []]
         if not paths:
@@ -132,6 +147,7 @@ class _Handlers:
                 max_mb=self.max_upload_mb,
                 names=names,
                 max_megapixels=self.max_megapixels,
+                guidance=_guidance(guidance),
             )
         zip_path = None
         if results:
@@ -155,6 +171,24 @@ def _path_settings(handlers: _Handlers) -> list:
             list(METHODS), value=handlers.translator.default_method, label="Solver"
         )
     return [direction, steps, method]
+
+
+def _guidance_setting(handlers: _Handlers, direction: gr.Radio) -> gr.Slider | None:
+    """The autoguidance weight, for checkpoints that keep a guide (None otherwise). It starts
+    at the checkpoint's weight for the shown direction and follows the direction's changes."""
+    if handlers.translator.guide is None:
+        return None
+    weight = gr.Slider(
+        0.0,
+        MAX_GUIDANCE,
+        value=handlers.default_guidance(direction.value),
+        step=0.25,
+        label="Guidance",
+        info="1: the field alone; more pushes away from the weaker guide field "
+        "(each step then runs two UNets)",
+    )
+    direction.change(handlers.default_guidance, direction, weight, api_visibility="undocumented")
+    return weight
 
 
 def _translate_tab(handlers: _Handlers) -> None:
@@ -182,6 +216,7 @@ def _translate_tab(handlers: _Handlers) -> None:
             )
             if translator.info.source_noise > 0:  # a seed picks one of its translations
                 settings.append(gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="seed"))
+            guidance = _guidance_setting(handlers, settings[1])
             run = gr.Button("Translate", variant="primary", elem_id="translate-button")
         with gr.Column(min_width=300):
             output = gr.Image(
@@ -199,8 +234,18 @@ def _translate_tab(handlers: _Handlers) -> None:
     examples = _example_rows(translator, handlers.workdir, handlers.labels)
     if examples:
         gr.Examples(examples, inputs=settings[:2], label="Held-out examples")
+    handler = handlers.translate_one
+    if guidance is not None:  # the weight is the last input; a checkpoint without noise has no seed
+        settings.append(guidance)
+        if translator.info.source_noise <= 0:
+
+            def handler(image, direction, steps, solver, strength, guidance):
+                return handlers.translate_one(
+                    image, direction, steps, solver, strength, 0, guidance
+                )
+
     run.click(
-        handlers.translate_one,
+        handler,
         inputs=settings,
         outputs=[output, strip, gif],
         api_name="translate",
@@ -215,6 +260,9 @@ def _batch_tab(handlers: _Handlers) -> None:
                 label="Images", file_count="multiple", file_types=["image"], elem_id="batch-files"
             )
             settings = [files, *_path_settings(handlers)]
+            guidance = _guidance_setting(handlers, settings[1])
+            if guidance is not None:
+                settings.append(guidance)
             run = gr.Button("Translate all", variant="primary")
         with gr.Column(min_width=300):
             gallery = gr.Gallery(label="Translations", format="png", columns=4, height="auto")
@@ -248,6 +296,12 @@ def _seed(value: Any) -> int:
     rule; ValueError if it is not a non-negative whole number."""
     TranslationOptions(seed=value)
     return int(value)
+
+
+def _guidance(value: Any) -> float | None:
+    """An autoguidance weight from the page (a float from its slider) or an API call; None
+    (the checkpoint's own) stays None, and ``TranslationOptions`` checks the range."""
+    return None if value is None else float(value)
 
 
 def _upload_path(payload: Any) -> str | None:

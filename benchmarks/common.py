@@ -65,6 +65,27 @@ def write_json(path: str | Path, payload: dict) -> None:
     print(f"wrote {path}")
 
 
+def add_guidance_option(parser) -> None:
+    """``--guidance``: one autoguidance weight for every translation a benchmark makes."""
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="autoguidance weight (default: the checkpoint's own, per direction; 1: the field "
+        "alone)",
+    )
+
+
+def guidance_used(translator, guidance: float | None) -> dict[str, float]:
+    """{direction: weight} that translations asked for with ``guidance`` use (None: the
+    checkpoint's own); TranslateError, before any work, if the checkpoint has no guide for it."""
+    translator.check_guidance(guidance)
+    return {
+        d: translator.default_guidance(d) if guidance is None else float(guidance)
+        for d in ("a2b", "b2a")
+    }
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import machine, table, write_json
+from common import add_guidance_option, guidance_used, machine, table, write_json
 
 from translate import Translator
 from translate.adversarial import PatchDiscriminator, PixelPatchDiscriminator
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--nfe", type=int, default=4)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
+    add_guidance_option(parser)
     parser.add_argument("--out", default="benchmarks/results/discriminator_probe.json")
     args = parser.parse_args()
     if args.count <= args.held_out:
@@ -80,6 +81,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     tr = Translator.from_pretrained(args.checkpoint, device="cpu", vae_dtype="float32")
+    guidance = guidance_used(tr, args.guidance)
     name_a, name_b = args.names.split(",")
     train_a, train_b = folder_source(Path(args.data), name_a, name_b).split("train")
     sets = {}
@@ -91,7 +93,10 @@ def main() -> None:
     with torch.no_grad():
         chunks = sets["a"].split(100)
         fake = torch.cat(
-            [tr.translate_latents(c, "a2b", steps=args.nfe, method="euler").x for c in chunks]
+            [
+                tr.translate_latents(c, "a2b", args.nfe, "euler", guidance=args.guidance).x
+                for c in chunks
+            ]
         )
         views = {
             "latents": (sets["b"], fake),
@@ -113,6 +118,7 @@ def main() -> None:
         print(table(rows[-1:], list(rows[-1])).splitlines()[-1], flush=True)
     print(table(rows, list(rows[0])))
     payload = {"machine": machine(torch.device("cpu")), "args": vars(args), "rows": rows}
+    payload["guidance"] = guidance
     write_json(args.out, payload)
 
 

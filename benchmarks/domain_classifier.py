@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import table, write_json
+from common import add_guidance_option, guidance_used, table, write_json
 
 from translate import Translator
 from translate.autoencoder import _as_float, _load_pixels
@@ -59,10 +59,12 @@ def main() -> None:
     parser.add_argument("--nfe", type=int, default=4)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--failures", help="PNG of the translations the first CNN rejects")
+    add_guidance_option(parser)
     parser.add_argument("--out", default="benchmarks/results/domain_classifier.json")
     args = parser.parse_args()
 
     tr = Translator.from_pretrained(args.checkpoint, device="cpu")
+    guidance = guidance_used(tr, args.guidance)
     data, res = Path(args.data), tr.resolution
     train_a, train_b = _images(data / "trainA", res), _images(data / "trainB", res)
     test_a, test_b = _images(data / "testA", res), _images(data / "testB", res)
@@ -77,7 +79,9 @@ def main() -> None:
         def translate(x, direction):
             def one(c):
                 return tr.codec.decode(
-                    tr.translate_latents(tr.codec.encode(c), direction, args.nfe, "euler").x
+                    tr.translate_latents(
+                        tr.codec.encode(c), direction, args.nfe, "euler", guidance=args.guidance
+                    ).x
                 )
 
             return chunked(one, x)
@@ -129,7 +133,8 @@ def main() -> None:
         rows.append(row)
     print(f"{len(train_a)} + {len(train_b)} training, {len(test_a)} + {len(test_b)} test images")
     print(table(rows, ["classifier", *sets, "training s"]))
-    write_json(args.out, {"checkpoint": args.checkpoint, "nfe": args.nfe, "rows": rows})
+    record = {"checkpoint": args.checkpoint, "nfe": args.nfe, "guidance": guidance, "rows": rows}
+    write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import numpy as np
 import ot
 import torch
 import torch.nn.functional as F
-from common import table, write_json
+from common import add_guidance_option, guidance_used, table, write_json
 
 from translate import Translator
 from translate.autoencoder import _as_float, _load_pixels
@@ -198,11 +198,13 @@ def main() -> None:
     parser.add_argument("--nfe", type=int, default=4)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--batches", type=int, default=20)
+    add_guidance_option(parser)
     parser.add_argument("--out", default="benchmarks/results/pairing_accuracy.json")
     args = parser.parse_args()
     torch.manual_seed(0)
 
     translator = Translator.from_pretrained(args.checkpoint, device="cpu")
+    guidance = guidance_used(translator, args.guidance)
     files = paired_files(Path(args.data), args.split)
     pixels = [
         _as_float(_load_pixels(f, translator.resolution, None, f"{args.split} {d}"))
@@ -211,13 +213,18 @@ def main() -> None:
     if not len(pixels[0]) == len(pixels[1]) == len(files[0]):
         raise SystemExit("an image of the paired split could not be read: the pairs are broken")
 
+    def translate(z: torch.Tensor, direction: str) -> torch.Tensor:
+        return translator.translate_latents(
+            z, direction, args.nfe, "euler", guidance=args.guidance
+        ).x
+
     def in_chunks(fn, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([fn(x[i : i + 256]) for i in range(0, len(x), 256)])
 
     with torch.no_grad():
         latents = [in_chunks(translator.codec.encode, x) for x in pixels]
         translated = [
-            in_chunks(lambda z, d=d: translator.translate_latents(z, d, args.nfe, "euler").x, z)
+            in_chunks(lambda z, d=d: translate(z, d), z)
             for z, d in zip(latents, ("a2b", "b2a"), strict=True)
         ]
     n = len(latents[0])
@@ -245,7 +252,13 @@ def main() -> None:
     print(table(tone_rows, ["cost", "tone kept", "toned partner", "same emoji, other or no tone"]))
     write_json(
         args.out,
-        {"pairs": n, "costs": cost_rows, "couplers": coupler_rows, "tones": tone_rows},
+        {
+            "pairs": n,
+            "guidance": guidance,
+            "costs": cost_rows,
+            "couplers": coupler_rows,
+            "tones": tone_rows,
+        },
     )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import table, write_json
+from common import add_guidance_option, guidance_used, table, write_json
 from PIL import Image
 from torchvision.transforms.functional import gaussian_blur
 
@@ -74,11 +74,13 @@ def main() -> None:
     parser.add_argument("--nfe", default="1,4,8")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", default=None, help="write the example grid here (PNG)")
+    add_guidance_option(parser)
     parser.add_argument("--out", default="benchmarks/results/sharpness_calibration.json")
     args = parser.parse_args()
 
     src_name, tgt_name = ("A", "B") if args.direction == "a2b" else ("B", "A")
     tr = Translator.from_pretrained(args.checkpoint)
+    guidance = guidance_used(tr, args.guidance)
     size = tr.resolution
     src, real = (
         _as_float(_load_pixels(sorted((args.data / f"test{name}").iterdir()), size, None, name))
@@ -90,7 +92,7 @@ def main() -> None:
             outs = []
             for x in src.split(64):
                 z = tr.translate_latents(
-                    tr.codec.encode(x), args.direction, steps=nfe, method="euler"
+                    tr.codec.encode(x), args.direction, nfe, "euler", guidance=args.guidance
                 ).x
                 outs.append(tr.codec.decode(z))
             sets[f"translations, {nfe} NFE"] = torch.cat(outs)
@@ -112,7 +114,7 @@ def main() -> None:
         Image.fromarray(pixels).save(args.grid)
         print(f"grid rows, top to bottom: {', '.join(sets)}")
     settings = {key: str(value) for key, value in vars(args).items()}
-    write_json(args.out, {"args": settings, "rows": rows})
+    write_json(args.out, {"args": settings, "guidance": guidance, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import machine, write_json
+from common import add_guidance_option, machine, write_json
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True, help="the evaluation's folder")
     parser.add_argument("--data-root", help="the data's folder (default: the checkpoint's)")
+    add_guidance_option(parser)
     args = parser.parse_args()
     torch.set_grad_enabled(True)
     tr = Translator.from_pretrained(args.checkpoint, device="cpu")
@@ -193,7 +194,9 @@ def main() -> None:
     for s0, k in variants:
         models[f"prior-s{s0}-k{k}"] = refined(tr, prior, std, s0, k, args.seed)
     evaluate_module._load_translators = lambda checkpoints, device: list(models.values())
-    opts = EvalOptions(out=args.out, steps=(args.nfe,), limit=args.limit, device="cpu")
+    opts = EvalOptions(
+        out=args.out, steps=(args.nfe,), limit=args.limit, device="cpu", guidance=args.guidance
+    )
     outcome = evaluate([Path(name) for name in models], opts, data)
     files = write_report(outcome, args.out, "benchmarks/target_prior.py " + " ".join(sys.argv[1:]))
     print(f"wrote {files['report']}")

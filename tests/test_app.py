@@ -217,6 +217,83 @@ def test_batch_gives_a_gallery_a_zip_and_a_report(client, rgba_image, tmp_path):
     assert "Translated 2 of 3" in report and "text.png" in report and "not an image" in report
 
 
+@pytest.fixture(scope="module")
+def guided_server(tmp_path_factory, tiny_vae):
+    """A checkpoint with an autoguidance guide (A -> B weight 2, B -> A 1), served."""
+    from helpers import tiny_translator
+
+    path = tmp_path_factory.mktemp("app-guided") / "checkpoint"
+    tiny_translator(tiny_vae, "circles", "squares", guidance=2.0).save_pretrained(path)
+    port = _free_port()
+    demo = launch(parse_args(["--checkpoint", str(path), "--port", str(port)]), block=False)
+    yield demo, f"http://127.0.0.1:{port}/", path
+    demo.close()
+
+
+def _labelled(demo, label: str) -> list:
+    return [block for block in demo.blocks.values() if getattr(block, "label", None) == label]
+
+
+def test_a_guided_checkpoint_gets_a_guidance_slider_per_tab(
+    server, guided_server, rgba_image, tmp_path
+):
+    from translate_app.app import _Handlers
+
+    from translate import Translator, serving
+
+    assert _labelled(server[0], "Guidance") == []  # no guide, no slider
+    demo, url, path = guided_server
+    sliders = _labelled(demo, "Guidance")
+    assert len(sliders) == 2 and all(slider.value == 2.0 for slider in sliders)
+    handlers = _Handlers(Translator.from_pretrained(path, device="cpu"), tmp_path, 1, 16)
+    # the slider follows the direction: the checkpoint's weight for the chosen one
+    followers = [
+        f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "default_guidance"
+    ]
+    assert len(followers) == 2
+    assert [handlers.default_guidance(label) for label in handlers.labels] == [2.0, 1.0]
+
+    client = Client(url, verbose=False)
+    outputs = {}
+    for weight in (1.0, 2.0):
+        output, _, _ = client.predict(
+            handle_file(str(rgba_image)),
+            "circles → squares",
+            2,
+            "euler",
+            1.0,
+            weight,
+            api_name="/translate",
+        )
+        expected = serving.translate_upload(
+            handlers.translator, rgba_image, "a2b", 2, "euler", guidance=weight
+        ).image
+        with Image.open(output) as out:
+            assert out.tobytes() == expected.tobytes()  # the page's weight is the one used
+            outputs[weight] = out.tobytes()
+    assert outputs[1.0] != outputs[2.0]
+    gallery, _, _ = client.predict(
+        [handle_file(str(rgba_image))],
+        "circles → squares",
+        2,
+        "euler",
+        2.0,
+        api_name="/translate_batch",
+    )
+    with Image.open(gallery[0]["image"]) as out:
+        assert out.tobytes() == outputs[2.0]
+    with pytest.raises(Exception, match="guidance must be in"):
+        client.predict(
+            handle_file(str(rgba_image)),
+            "circles → squares",
+            2,
+            "euler",
+            1.0,
+            11.0,
+            api_name="/translate",
+        )
+
+
 def test_missing_checkpoint_refuses_to_start(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "app" / "app.py"), "--checkpoint", str(tmp_path / "nope")],

@@ -176,6 +176,37 @@ def test_sharpness_calibration_orders_the_known_blurs(repo, tmp_path, tiny_vae, 
     assert Image.open(grid).size == (8 * 16, len(rows) * 16)
 
 
+def test_benchmarks_translate_with_the_asked_guidance_and_record_it(
+    repo, tmp_path, tiny_vae, folders
+):
+    """A guided checkpoint's translations are guided unless ``--guidance`` says otherwise, and
+    the JSON says which weight each direction had; a checkpoint without a guide refuses a
+    weight other than 1 before it writes anything."""
+    from helpers import tiny_translator
+
+    tiny_translator(tiny_vae, guidance=2.0).save_pretrained(tmp_path / "guided")
+    args = ["--checkpoint", str(tmp_path / "guided"), "--data", str(folders), "--nfe", "1"]
+    own = _run(repo, tmp_path, "sharpness_calibration", *args)
+    alone = _run(repo, tmp_path, "sharpness_calibration", *args, "--guidance", "1")
+    assert own["guidance"] == {"a2b": 2.0, "b2a": 1.0}
+    assert alone["guidance"] == {"a2b": 1.0, "b2a": 1.0}
+    translated = [run["rows"][-1] for run in (own, alone)]
+    assert translated[0]["set"] == translated[1]["set"] == "translations, 1 NFE"
+    assert translated[0]["spectral"] != translated[1]["spectral"]
+    tiny_translator(tiny_vae).save_pretrained(tmp_path / "plain")
+    script = repo / "benchmarks" / "sharpness_calibration.py"
+    args = ["--checkpoint", str(tmp_path / "plain"), "--data", str(folders), "--guidance", "2"]
+    refused = subprocess.run(
+        [sys.executable, str(script), *args, "--out", str(tmp_path / "no.json")],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "needs a guide" in refused.stderr
+    assert not (tmp_path / "no.json").exists()
+
+
 def test_codec_ceiling_trains_stage1_once_and_scores_both_domains(repo, tmp_path, folders):
     args = ["--config", "configs/tiny.yaml", f"data.root={folders}"]
     args += [f"data.cache_dir={tmp_path / 'cache'}", "vae.own.steps=2", "vae.own.batch_size=4"]

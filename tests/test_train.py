@@ -17,6 +17,7 @@ from translate import flow as flow_module
 from translate import train as train_module
 from translate.config import load_config
 from translate.errors import TranslateError
+from translate.train import sample_labels
 
 
 @pytest.fixture
@@ -506,6 +507,13 @@ def test_reflow_rounds_train_on_their_pairs_and_resume_exactly(workspace, monkey
     assert "\n" not in str(err.value)
 
 
+def test_sample_grid_labels_name_the_rows_and_any_guidance():
+    plain = ["source\nA", "A\n-> B", "source\nB", "B\n-> A"]
+    assert sample_labels("A", "B") == plain
+    assert sample_labels("A", "B", 2.0, 1.0) == [plain[0], "A\n-> B\nguided 2", *plain[2:]]
+    assert sample_labels("A", "B", 1.0, 1.5)[3] == "B\n-> A\nguided 1.5"
+
+
 def test_the_guide_is_the_ema_field_of_its_step_and_changes_no_training(workspace, monkeypatch):
     import json
     import shutil
@@ -518,7 +526,15 @@ def test_the_guide_is_the_ema_field_of_its_step_and_changes_no_training(workspac
     )
     off, on, split = tmp / "run-off", tmp / "run-guided", tmp / "run-split"
     train_module.main(config(*common, "guidance.a2b=1", f"train.output_dir={off}"))
-    train_module.main(config(*common, "guidance.b2a=3", f"train.output_dir={on}"))
+    labels = []  # each sample grid's row labels
+    monkeypatch.setattr(
+        train_module, "sample_labels", lambda *a: labels.append(a) or sample_labels(*a)
+    )
+    guided = (*common, "guidance.b2a=3", "train.sample_every=1")  # a grid every step
+    train_module.main(config(*guided, f"train.output_dir={on}"))
+    monkeypatch.undo()
+    # the grids from the guide step on are guided, and their labels say so
+    assert labels[0][2:] == (1.0, 1.0) and labels[-1][2:] == (2.0, 3.0)
     assert _final_unet(on) == _final_unet(off)  # inference only: the same field, bit for bit
     assert not (off / runs.GUIDE).exists() and not (off / runs.FINAL / "guide").exists()
     assert not Translator.from_pretrained(off / runs.FINAL, device="cpu").guided

@@ -326,6 +326,9 @@ class TrainConfig:
         _choice("train.mixed_precision", self.mixed_precision, PRECISIONS)
 
 
+MAX_GUIDANCE = 10.0  # the largest autoguidance weight a config, checkpoint or call may use
+
+
 @dataclass
 class GuidanceConfig:
     """Autoguidance at inference (``Translator.field``), a weight per direction; 1 is off.
@@ -345,8 +348,10 @@ class GuidanceConfig:
     def __post_init__(self) -> None:
         for direction in ("a2b", "b2a"):
             weight = getattr(self, direction)
-            if not 0 <= weight <= 10:  # NaN fails too
-                raise ConfigError(f"guidance.{direction} must be in [0, 10], got {weight}")
+            if not 0 <= weight <= MAX_GUIDANCE:  # NaN fails too
+                raise ConfigError(
+                    f"guidance.{direction} must be in [0, {MAX_GUIDANCE:g}], got {weight}"
+                )
         if not 0 < self.at < 1:
             raise ConfigError(f"guidance.at must be in (0, 1), got {self.at}")
 

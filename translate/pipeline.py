@@ -28,6 +28,7 @@ from PIL import Image
 
 from translate.atomic import atomic_dir
 from translate.codec import LatentCodec
+from translate.config import MAX_GUIDANCE
 from translate.errors import TranslateError, first_line
 from translate.flow import SourceCondition, time_span
 from translate.images import as_srgb, load_rgb, resize_center_crop, to_pil, to_tensor
@@ -43,7 +44,6 @@ MAX_ASPECT = 4  # native mode: the long working side is at most this many resolu
 # became the checkpoint's default)
 FALLBACK_STEPS = 8
 FALLBACK_METHOD = "euler"
-MAX_GUIDANCE = 10.0
 GUIDE = "guide"  # the checkpoint's subfolder with the guide UNet of autoguidance
 
 

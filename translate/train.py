@@ -850,15 +850,26 @@ class Trainer:
                 latents, direction, self.cfg.sample.steps, self.cfg.sample.method
             )
             rows += [sources, translator.decode(solution.x)]
-        a, b = self.data.source.name_a, self.data.source.name_b
-        labels = [f"source\n{a}", f"{a}\n-> {b}", f"source\n{b}", f"{b}\n-> {a}"]
-        image = grid(rows, labels=labels)
+        names = (self.data.source.name_a, self.data.source.name_b)
+        weights = (translator.default_guidance("a2b"), translator.default_guidance("b2a"))
+        image = grid(rows, labels=sample_labels(*names, *weights))
         path = self.out / "samples" / f"{runs.step_name('step', self.step)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
         if self.cfg.train.log_with == "tensorboard":
             writer = self.accelerator.get_tracker("tensorboard", unwrap=True)  # a SummaryWriter
             writer.add_image("samples", np.asarray(image), self.step, dataformats="HWC")
+
+
+def sample_labels(name_a: str, name_b: str, a2b: float = 1.0, b2a: float = 1.0) -> list[str]:
+    """The row labels of a sample grid: sources and translations of each direction; a
+    translation row says its autoguidance weight when it is not 1 (once a guide is kept)."""
+    labels = [f"source\n{name_a}", f"{name_a}\n-> {name_b}", f"source\n{name_b}"]
+    labels.append(f"{name_b}\n-> {name_a}")
+    for row, weight in ((1, a2b), (3, b2a)):
+        if weight != 1:
+            labels[row] += f"\nguided {weight:g}"
+    return labels
 
 
 @dataclass(frozen=True)
