@@ -75,3 +75,30 @@ def test_stage1_in_bf16_is_its_own_cached_vae(folders, tmp_path):
         assert report.steps == 4 and report.test_psnr > 0
         weights[name] = (report.path / "diffusion_pytorch_model.safetensors").read_bytes()
     assert weights["bf16"] == weights["bf16-again"] != weights["fp32"]
+
+
+def test_the_focal_frequency_term_is_added_only_when_weighted(folders, tmp_path):
+    import torch
+    from focal_frequency_loss import FocalFrequencyLoss
+
+    from translate.autoencoder import build_autoencoder, stage1_loss
+
+    vae = build_autoencoder(CFG, 16)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    losses = {}
+    for weight in (0.0, 2.0):
+        torch.manual_seed(0)  # the same posterior sample
+        losses[weight] = stage1_loss(vae, x, CFG.kl_weight, frequency_weight=weight)
+    (plain, l1, recon), (weighted, _, _) = losses[0.0], losses[2.0]
+    assert torch.equal(plain, l1 + CFG.kl_weight * vae.encode(x).latent_dist.kl().mean())
+    assert torch.allclose(weighted, plain + 2.0 * FocalFrequencyLoss()(recon, x))
+    # a weighted recipe is its own cached VAE
+    files = scan_images(folders / "trainA").files
+    key = autoencoder.autoencoder_dir
+    weighted_cfg = OwnVAEConfig(**{**CFG.__dict__, "frequency_weight": 2.0})
+    assert key(tmp_path, weighted_cfg, files, 16, None) != key(tmp_path, CFG, files, 16, None)
+    trained = {}
+    for name, cfg in (("l1", CFG), ("focal", weighted_cfg)):
+        report = train_autoencoder(cfg, files, files[:2], tmp_path / name, 16)
+        trained[name] = (report.path / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert trained["l1"] != trained["focal"]

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
+from focal_frequency_loss import FocalFrequencyLoss
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -72,6 +73,8 @@ def autoencoder_dir(
     """
     files_key = cache_key(_NoCodec(), train_files, EncodeSpec(resolution, crop))
     settings = {k: v for k, v in asdict(cfg).items() if k != "mixed_precision"}
+    if not settings["frequency_weight"]:  # L1 only: the folder it had before the setting existed
+        del settings["frequency_weight"]
     recipe = {"cfg": settings, "files": files_key} | ({"bf16": True} if bf16 else {})
     recipe = json.dumps(recipe, sort_keys=True)
     return Path(cache_dir) / "vae" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
@@ -107,19 +110,29 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def stage1_loss(
-    vae: AutoencoderKL, x: torch.Tensor, kl_weight: float, bf16: bool = False
+    vae: AutoencoderKL,
+    x: torch.Tensor,
+    kl_weight: float,
+    bf16: bool = False,
+    frequency_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage 1's objective on images x (batch, 3, H, W) in [-1, 1]: (loss, L1, reconstruction).
 
     loss = |decode(z) - x|_1 + kl_weight * KL(q(z|x) || N(0, I)), with z a posterior sample
-    (the VAE objective of Kingma & Welling, ICLR 2014, with an L1 reconstruction term). ``bf16``:
-    encode and decode under bf16 autocast; the loss is taken in float32.
+    (the VAE objective of Kingma & Welling, ICLR 2014, with an L1 reconstruction term), plus
+    ``frequency_weight`` times the focal frequency loss of decode(z) against x (Jiang et al.,
+    ICCV 2021, Sec. 3.2: the squared distance of the two orthonormal 2-D DFTs, each frequency
+    weighted by its own error over the largest one; the ``focal-frequency-loss`` package).
+    ``bf16``: encode and decode under bf16 autocast; the loss is taken in float32.
     """
     with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=None)).sample.float()
     l1 = F.l1_loss(recon, x)
-    return l1 + kl_weight * posterior.kl().float().mean(), l1, recon
+    loss = l1 + kl_weight * posterior.kl().float().mean()
+    if frequency_weight:
+        loss = loss + frequency_weight * FocalFrequencyLoss()(recon, x)
+    return loss, l1, recon
 
 
 def train_autoencoder(
@@ -159,7 +172,7 @@ def train_autoencoder(
         if flip:
             mirror = torch.rand(len(x), generator=generator) < 0.5
             x[mirror] = x[mirror].flip(-1)
-        loss, l1, recon = stage1_loss(vae, x, cfg.kl_weight, bf16)
+        loss, l1, recon = stage1_loss(vae, x, cfg.kl_weight, bf16, cfg.frequency_weight)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"stage 1 VAE loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)

@@ -71,6 +71,8 @@ class OwnVAEConfig:
     lr: float = 1e-3  # peak learning rate, cosine-decayed to 5% after warm-up
     warmup_steps: int = 100
     kl_weight: float = 1e-6  # small: the latent space only has to be smooth, not Gaussian
+    # focal frequency loss (Jiang et al., ICCV 2021) added to the L1 term; 0: L1 only
+    frequency_weight: float = 0.0
     checkpoint_every: int = 250  # stage-1 resume points (steps)
     seed: int = 0
     # autocast: "auto" is bf16 on a CPU with native bf16 arithmetic (1.6x faster here, the same
