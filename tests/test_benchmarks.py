@@ -305,3 +305,29 @@ def test_attach_guide_gives_an_old_checkpoint_a_guide(repo, tmp_path, tiny_vae):
     refused = subprocess.run([*script, *args], cwd=repo, capture_output=True, text=True)
     assert refused.returncode == 2 and "not of the field's architecture" in refused.stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_guidance_interval_guides_only_inside_its_interval(repo, tmp_path, tiny_vae, folders):
+    """With a guided checkpoint: the empty interval is the field alone (the rows of the whole
+    path at weight 1), the whole path is plain guidance, and half of it is neither."""
+    from helpers import tiny_translator
+
+    tiny_translator(tiny_vae, guidance=2.0).save_pretrained(tmp_path / "ckpt")
+
+    def interval_rows(out, *argv):
+        script = str(repo / "benchmarks" / "guidance_interval.py")
+        args = ["--checkpoint", str(tmp_path / "ckpt"), "--data-root", str(folders)]
+        args += ["--nfe", "2", "--out", str(tmp_path / out), *argv]
+        done = subprocess.run(
+            [sys.executable, script, *args], cwd=repo, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows = json.loads((tmp_path / out / "metrics.json").read_text())["rows"]
+        return {(r["model"], r["direction"]): r["scores"] for r in rows if r["steps"] == 2}
+
+    guided = interval_rows("w2", "--guidance", "2", "--intervals", "0:1,0:0,0:0.5")
+    alone = interval_rows("w1", "--guidance", "1", "--intervals", "0:1")
+    for direction in ("a2b", "b2a"):
+        whole, never, half = (guided[(m, direction)] for m in ("s0-1", "s0-0", "s0-0.5"))
+        assert never["l2"] == alone[("s0-1", direction)]["l2"]
+        assert len({whole["l2"], never["l2"], half["l2"]}) == 3
