@@ -73,6 +73,8 @@ def test_wrong_type_is_one_line():
         ("guidance.b2a=nan", r"guidance.b2a must be in \[0, 10\]"),
         ("guidance.at=1", r"guidance.at must be in \(0, 1\)"),
         ("guidance.at=0", r"guidance.at must be in \(0, 1\)"),
+        ("guidance.b2a_until=0", r"guidance.b2a_until must be in \(0, 1\]"),
+        ("guidance.a2b_until=1.5", r"guidance.a2b_until must be in \(0, 1\]"),
     ],
 )
 def test_invalid_values(override, match):
@@ -212,7 +214,8 @@ def test_unusable_config_path_is_a_config_error():
     "overrides, step",
     [
         ([], 600),  # the default: the field before its reflow round (the last quarter)
-        (["guidance.a2b=1"], 0),  # both weights 1: no guide is kept
+        (["guidance.a2b=1", "guidance.b2a=1"], 0),  # both weights 1: no guide is kept
+        (["guidance.a2b=1"], 600),  # B -> A still guided
         (["guidance.a2b=1", "guidance.b2a=3"], 600),
         (["guidance.a2b=0"], 600),  # the guide alone is a valid (if odd) choice
         (["train.steps=6", "guidance.at=0.5"], 3),

@@ -361,6 +361,50 @@ def test_autoguidance_extrapolates_from_the_guide_through_the_field(guided):
         assert not torch.allclose(default, other)
 
 
+def test_guidance_until_guides_only_the_first_part_of_a_path(guided, tmp_path):
+    """B -> A guided until 0.5: its steps from t = 1 down to just above t = 0.5 are guided and
+    the rest is the field alone; A -> B (no share stored) is guided on its whole path."""
+    from translate.serving import model_card
+
+    guided.info.guidance = {"a2b": 2.0, "b2a": 2.0}
+    guided.info.guidance_until = {"b2a": 0.5}
+    x = torch.randn(3, 4, 8, 8)
+
+    def expected(t: float, weight: float) -> torch.Tensor:
+        return guided.field(x, torch.full((3,), t), guidance=weight)
+
+    b2a, a2b = guided.velocity_field(x, "b2a"), guided.velocity_field(x, "a2b")
+    for t, weight in ((1.0, 2.0), (0.75, 2.0), (0.51, 2.0), (0.5, 1.0), (0.25, 1.0)):
+        assert torch.equal(b2a(x, torch.full((3,), t)), expected(t, weight)), t
+        assert torch.equal(a2b(x, torch.full((3,), t)), expected(t, 2.0)), t
+    # a step that should start at 0.5 but reads a float32 rounding above it is not guided
+    assert torch.equal(b2a(x, torch.tensor(0.50000006)), expected(0.50000006, 1.0))
+    rows = torch.tensor([0.9, 0.3, 0.6])  # rows at different times: each by its own
+    mixed = b2a(x, rows)
+    for i, weight in enumerate((2.0, 1.0, 2.0)):
+        alone = guided.field(x[i : i + 1], rows[i : i + 1], guidance=weight)
+        assert torch.allclose(mixed[i : i + 1], alone, atol=1e-5)
+    # 4 Euler steps B -> A: the first two guided, the last two not
+    z = guided.translate_latents(x, "b2a", steps=4).x
+    y = x
+    for t, weight in ((1.0, 2.0), (0.75, 2.0), (0.5, 1.0), (0.25, 1.0)):
+        y = y - 0.25 * guided.field(y, torch.full((3,), t), guidance=weight)
+    assert torch.allclose(z, y, atol=1e-5)
+    assert "B→A 2 on the first 50% of the path" in model_card(guided)
+    guided.save_pretrained(tmp_path / "ckpt")
+    loaded = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert loaded.info.guidance_until == {"b2a": 0.5}
+    assert torch.equal(loaded.translate_latents(x, "b2a", steps=4).x, z)
+    meta = json.loads((tmp_path / "ckpt" / "translator.json").read_text())
+    for bad in ({"b2a": 0}, {"b2a": 1.5}, {"b2a": "half"}, {"sideways": 0.5}, [0.5]):
+        (tmp_path / "ckpt" / "translator.json").write_text(
+            json.dumps({**meta, "guidance_until": bad})
+        )
+        with pytest.raises(TranslateError, match="guidance_until") as err:
+            Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
+        assert "\n" not in str(err.value)
+
+
 def test_a_guided_checkpoint_round_trips_and_a_missing_guide_is_one_line(guided, tmp_path):
     from translate.serving import model_card
 
@@ -385,6 +429,8 @@ def test_a_checkpoint_without_a_guide_translates_with_its_field_alone(translator
     assert "Autoguidance" not in model_card(translator)
     translator.save_pretrained(tmp_path / "ckpt")
     assert not (tmp_path / "ckpt" / "guide").exists()
+    meta = json.loads((tmp_path / "ckpt" / "translator.json").read_text())
+    assert "guidance" not in meta and "guidance_until" not in meta  # as earlier versions wrote
     z = torch.randn(1, 4, 8, 8)
     plain = translator.translate_latents(z, steps=2).x
     assert torch.equal(plain, translator.translate_latents(z, steps=2, guidance=1).x)

@@ -525,7 +525,9 @@ def test_the_guide_is_the_ema_field_of_its_step_and_changes_no_training(workspac
         *("train.checkpoint_every=2", "train.keep_checkpoints=4"),
     )
     off, on, split = tmp / "run-off", tmp / "run-guided", tmp / "run-split"
-    train_module.main(config(*common, "guidance.a2b=1", f"train.output_dir={off}"))
+    train_module.main(
+        config(*common, "guidance.a2b=1", "guidance.b2a=1", f"train.output_dir={off}")
+    )
     labels = []  # each sample grid's row labels
     monkeypatch.setattr(
         train_module, "sample_labels", lambda *a: labels.append(a) or sample_labels(*a)
@@ -545,6 +547,7 @@ def test_the_guide_is_the_ema_field_of_its_step_and_changes_no_training(workspac
     assert kept == Path(on, runs.FINAL, "guide", *weights).read_bytes()
     final = Translator.from_pretrained(on / runs.FINAL, device="cpu")
     assert final.info.guidance == {"a2b": 2.0, "b2a": 3.0}  # the default A -> B weight, and 3
+    assert final.info.guidance_until == {"a2b": 1.0, "b2a": 0.5}  # the default shares
     # stopped after the state of step 6 and resumed: the guide is read back
     _stop_after_then_resume(
         monkeypatch, 6, config(*common, "guidance.b2a=3", f"train.output_dir={split}")

@@ -344,7 +344,12 @@ class GuidanceConfig:
     """
 
     a2b: float = 2.0  # weight of A -> B translations
-    b2a: float = 1.0  # weight of B -> A translations; both 1: no guide is kept at all
+    b2a: float = 2.0  # weight of B -> A translations; both 1: no guide is kept at all
+    # the share of each direction's path, from its source, that is guided (the field alone on
+    # the rest; after Kynkaanniemi et al., NeurIPS 2024, who guide on a limited interval):
+    # B -> A guided on its whole path loses domain success, on its first half it does not
+    a2b_until: float = 1.0
+    b2a_until: float = 0.5
     at: float = 0.75  # share of train.steps after which the EMA field is kept as the guide
 
     def __post_init__(self) -> None:
@@ -354,6 +359,9 @@ class GuidanceConfig:
                 raise ConfigError(
                     f"guidance.{direction} must be in [0, {MAX_GUIDANCE:g}], got {weight}"
                 )
+            until = getattr(self, f"{direction}_until")
+            if not 0 < until <= 1:
+                raise ConfigError(f"guidance.{direction}_until must be in (0, 1], got {until}")
         if not 0 < self.at < 1:
             raise ConfigError(f"guidance.at must be in (0, 1), got {self.at}")
 

@@ -185,6 +185,7 @@ def evaluate(
         checkpoints=[str(c) for c in checkpoints],
         labels=labels,
         guidance=guidance,
+        guidance_until=[{d: tr.guidance_until(d) for d in opts.directions} for tr in translators],
         domains=list(main.domains),
         resolution=res,
         split=opts.split,

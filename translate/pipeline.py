@@ -45,6 +45,9 @@ MAX_ASPECT = 4  # native mode: the long working side is at most this many resolu
 FALLBACK_STEPS = 8
 FALLBACK_METHOD = "euler"
 GUIDE = "guide"  # the checkpoint's subfolder with the guide UNet of autoguidance
+# solver times are float32 sums: a step that starts at progress 0.5 may read 0.49999997, and
+# belongs to the unguided part of a path guided until 0.5
+TIME_SLACK = 1e-5
 
 
 @dataclass
@@ -62,6 +65,9 @@ class TranslatorInfo:
     # autoguidance weight per direction, {"a2b": w, "b2a": w}, of the guide in guide/
     # (Translator.field); 1 or absent: the field alone
     guidance: dict[str, float] = field(default_factory=dict)
+    # per direction, the share of its path from the source on which the weight applies
+    # (Translator.velocity_field); absent: the whole path
+    guidance_until: dict[str, float] = field(default_factory=dict)
     vae: dict[str, Any] = field(
         default_factory=dict
     )  # {"path": "vae"} or {"pretrained", "subfolder"}
@@ -90,6 +96,13 @@ class TranslatorInfo:
         for weight in weights.values():
             if not _is_weight(weight):
                 return f'"guidance" weights must be in [0, {MAX_GUIDANCE:g}], got {weight!r}'
+        spans = self.guidance_until
+        if not isinstance(spans, dict) or not set(spans) <= set(DIRECTIONS):
+            return f'"guidance_until" must map a2b and b2a to shares, got {spans!r}'
+        for until in spans.values():
+            number = isinstance(until, (int, float)) and not isinstance(until, bool)
+            if not (number and 0 < until <= 1):
+                return f'"guidance_until" shares must be in (0, 1], got {until!r}'
         vae = self.vae
         if not isinstance(vae, dict) or not isinstance(vae.get("path", vae.get("pretrained")), str):
             return f'"vae" must name a "path" or a "pretrained" VAE, got {vae!r}'
@@ -362,8 +375,9 @@ class Translator:
         else:
             info.vae = {"pretrained": self.codec.source, "subfolder": self.codec.subfolder}
         meta = asdict(info)
-        if not info.guidance:  # an unguided checkpoint stays readable by earlier versions
-            del meta["guidance"]
+        for key in ("guidance", "guidance_until"):  # readable by earlier versions when unused
+            if not meta[key]:
+                del meta[key]
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
         for direction, images in self.examples.items():
             (tmp / EXAMPLES / direction).mkdir(parents=True)
@@ -412,6 +426,11 @@ class Translator:
         has none."""
         return float(self.info.guidance.get(direction, 1.0))
 
+    def guidance_until(self, direction: str) -> float:
+        """The share of ``direction``'s path, from its source, on which its autoguidance
+        weight applies (the checkpoint's ``guidance.<direction>_until``; 1: the whole path)."""
+        return float(self.info.guidance_until.get(direction, 1.0))
+
     @property
     def guided(self) -> bool:
         """Whether a call without ``guidance`` uses the guide in some direction."""
@@ -443,12 +462,32 @@ class Translator:
     def velocity_field(self, sources: torch.Tensor, direction: str, guidance: float | None = None):
         """v(x, t) for translations of ``sources`` (batch, C, h, w) in ``direction``: ``field``
         with the sources' condition (a source-conditioned model) and the autoguidance weight
-        bound (``guidance``; None: ``default_guidance(direction)``)."""
+        bound (``guidance``; None: ``default_guidance(direction)``).
+
+        The weight applies where the translation's progress s (t for A -> B, 1 - t for B -> A:
+        0 at the source) is below ``guidance_until(direction)``; the field alone beyond it
+        (guidance on a limited interval, after Kynkaanniemi et al., NeurIPS 2024).
+        """
         condition = None
         if self.info.source_condition:
             condition = SourceCondition.of(sources, direction == "b2a")
         weight = self.default_guidance(direction) if guidance is None else guidance
-        return lambda x, t: self.field(x, t, condition, weight)
+        until = self.guidance_until(direction)
+        if weight == 1 or until >= 1:
+            return lambda x, t: self.field(x, t, condition, weight)
+
+        def partly_guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            progress = t if direction == "a2b" else 1 - t
+            inside = progress < until - TIME_SLACK
+            if bool(inside.all()):
+                return self.field(x, t, condition, weight)
+            alone = self.field(x, t, condition)
+            if not bool(inside.any()):
+                return alone
+            rows = inside.expand(len(x)).view(-1, *([1] * (x.dim() - 1)))
+            return torch.where(rows, self.field(x, t, condition, weight), alone)
+
+        return partly_guided
 
     def start(
         self, sources: torch.Tensor, seed: int = 0, noise: torch.Tensor | None = None

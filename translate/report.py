@@ -110,16 +110,18 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         "dopri5 rows give the mean NFE it took",
     ]
     arrows = {"a2b": "A→B", "b2a": "B→A"}
-    guided = [
-        f"`{label}` {arrows[direction]} {weight:g}"
-        for label, weights in zip(meta["labels"], meta.get("guidance", []), strict=False)
-        for direction, weight in weights.items()
-        if weight != 1
-    ]
+    guided = []
+    spans = meta.get("guidance_until") or [{}] * len(meta["labels"])
+    for label, weights, until in zip(meta["labels"], meta.get("guidance", []), spans, strict=False):
+        for direction, weight in weights.items():
+            if weight != 1:
+                share = until.get(direction, 1.0)
+                span = f" on the first {share:.0%} of the path" if share < 1 else ""
+                guided.append(f"`{label}` {arrows[direction]} {weight:g}{span}")
     if guided:
         lines.append(
-            f"- autoguidance weight: {', '.join(guided)}; a guided translation runs two UNets "
-            "(the field and its guide) per NFE"
+            f"- autoguidance weight: {', '.join(guided)}; a guided step runs two UNets "
+            "(the field and its guide)"
         )
     warning = classifier_warning(meta)
     if warning:

@@ -261,6 +261,9 @@ def model_card(translator: Translator) -> str:
     if translator.guided:
         arrows = {"a2b": "A→B", "b2a": "B→A"}
         weights = [f"{arrows[d]} {translator.default_guidance(d):g}" for d in arrows]
+        for i, d in enumerate(arrows):
+            if translator.default_guidance(d) != 1 and translator.guidance_until(d) < 1:
+                weights[i] += f" on the first {translator.guidance_until(d):.0%} of the path"
         rows.append(("Autoguidance", f"{', '.join(weights)} (two UNets per guided step)"))
     model = config.get("model", {})
     if model.get("block_out_channels"):

@@ -706,6 +706,11 @@ class Trainer:
                 if guide is not None
                 else {}
             ),
+            guidance_until=(
+                {"a2b": self.cfg.guidance.a2b_until, "b2a": self.cfg.guidance.b2a_until}
+                if guide is not None
+                else {}
+            ),
             config=to_dict(self.cfg),
         )
         examples = {direction: images for direction, images, _ in self._sample_sources()}
