@@ -104,6 +104,7 @@ class _Handlers:
         solver: str | None,
         strength: float,
         seed=0,
+        own_guidance: bool = True,
         guidance: float | None = None,
     ):
         with _user_errors():
@@ -117,7 +118,7 @@ class _Handlers:
                 self.max_upload_mb,
                 self.max_megapixels,
                 seed=_seed(seed),
-                guidance=_guidance(guidance),
+                guidance=_guidance(own_guidance, guidance),
             )
         if result.note:
             gr.Info(result.note)
@@ -131,6 +132,7 @@ class _Handlers:
         direction: str,
         steps: float | None,
         solver: str | None,
+        own_guidance: bool = True,
         guidance: float | None = None,
     ):
         paths = [_upload_path(payload) for payload in images or []]
@@ -147,7 +149,7 @@ class _Handlers:
                 max_mb=self.max_upload_mb,
                 names=names,
                 max_megapixels=self.max_megapixels,
-                guidance=_guidance(guidance),
+                guidance=_guidance(own_guidance, guidance),
             )
         zip_path = None
         if results:
@@ -173,22 +175,25 @@ def _path_settings(handlers: _Handlers) -> list:
     return [direction, steps, method]
 
 
-def _guidance_setting(handlers: _Handlers, direction: gr.Radio) -> gr.Slider | None:
-    """The autoguidance weight, for checkpoints that keep a guide (None otherwise). It starts
-    at the checkpoint's weight for the shown direction and follows the direction's changes."""
+def _guidance_settings(handlers: _Handlers, direction: gr.Radio) -> list:
+    """For checkpoints that keep a guide (none otherwise): whether to use the checkpoint's own
+    autoguidance for each direction (on by default, also for API calls that leave both out),
+    and a weight to use instead. The weight shows the checkpoint's for the chosen direction and
+    follows the direction's changes."""
     if handlers.translator.guide is None:
-        return None
+        return []
+    own = gr.Checkbox(True, label="The checkpoint's guidance")
     weight = gr.Slider(
         0.0,
         MAX_GUIDANCE,
         value=handlers.default_guidance(direction.value),
         step=0.25,
         label="Guidance",
-        info="1: the field alone; more pushes away from the weaker guide field "
-        "(each step then runs two UNets)",
+        info="used when the checkpoint's is off; 1: the field alone, more pushes away from the "
+        "weaker guide field (its guided steps run two UNets)",
     )
     direction.change(handlers.default_guidance, direction, weight, api_visibility="undocumented")
-    return weight
+    return [own, weight]
 
 
 def _translate_tab(handlers: _Handlers) -> None:
@@ -216,7 +221,7 @@ def _translate_tab(handlers: _Handlers) -> None:
             )
             if translator.info.source_noise > 0:  # a seed picks one of its translations
                 settings.append(gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="seed"))
-            guidance = _guidance_setting(handlers, settings[1])
+            guidance = _guidance_settings(handlers, settings[1])
             run = gr.Button("Translate", variant="primary", elem_id="translate-button")
         with gr.Column(min_width=300):
             output = gr.Image(
@@ -235,13 +240,13 @@ def _translate_tab(handlers: _Handlers) -> None:
     if examples:
         gr.Examples(examples, inputs=settings[:2], label="Held-out examples")
     handler = handlers.translate_one
-    if guidance is not None:  # the weight is the last input; a checkpoint without noise has no seed
-        settings.append(guidance)
+    if guidance:  # the last inputs; a checkpoint without source noise has no seed input
+        settings += guidance
         if translator.info.source_noise <= 0:
 
-            def handler(image, direction, steps, solver, strength, guidance):
+            def handler(image, direction, steps, solver, strength, own_guidance, guidance):
                 return handlers.translate_one(
-                    image, direction, steps, solver, strength, 0, guidance
+                    image, direction, steps, solver, strength, 0, own_guidance, guidance
                 )
 
     run.click(
@@ -260,9 +265,7 @@ def _batch_tab(handlers: _Handlers) -> None:
                 label="Images", file_count="multiple", file_types=["image"], elem_id="batch-files"
             )
             settings = [files, *_path_settings(handlers)]
-            guidance = _guidance_setting(handlers, settings[1])
-            if guidance is not None:
-                settings.append(guidance)
+            settings += _guidance_settings(handlers, settings[1])
             run = gr.Button("Translate all", variant="primary")
         with gr.Column(min_width=300):
             gallery = gr.Gallery(label="Translations", format="png", columns=4, height="auto")
@@ -298,10 +301,11 @@ def _seed(value: Any) -> int:
     return int(value)
 
 
-def _guidance(value: Any) -> float | None:
-    """An autoguidance weight from the page (a float from its slider) or an API call; None
-    (the checkpoint's own) stays None, and ``TranslationOptions`` checks the range."""
-    return None if value is None else float(value)
+def _guidance(own: Any, value: Any) -> float | None:
+    """The autoguidance weight a request asks for: None (the checkpoint's own, per direction)
+    when ``own`` is set or no weight is given, else the weight (a float from the page's slider
+    or an API call; ``TranslationOptions`` checks the range)."""
+    return None if own or value is None else float(value)
 
 
 def _upload_path(payload: Any) -> str | None:

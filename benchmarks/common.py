@@ -76,12 +76,20 @@ def add_guidance_option(parser) -> None:
     )
 
 
-def guidance_used(translator, guidance: float | None) -> dict[str, float]:
-    """{direction: weight} that translations asked for with ``guidance`` use (None: the
-    checkpoint's own); TranslateError, before any work, if the checkpoint has no guide for it."""
+def guidance_used(translator, guidance: float | None) -> dict[str, dict[str, float]]:
+    """{direction: {"weight", "until"}}: the autoguidance weight that translations asked for
+    with ``guidance`` use (None: the checkpoint's own) and the share of the path, from the
+    source, that it guides. ValueError for a weight out of range and TranslateError for one
+    the checkpoint has no guide for, both before any work."""
+    from translate.pipeline import TranslationOptions
+
+    TranslationOptions(guidance=guidance)
     translator.check_guidance(guidance)
     return {
-        d: translator.default_guidance(d) if guidance is None else float(guidance)
+        d: {
+            "weight": translator.default_guidance(d) if guidance is None else float(guidance),
+            "until": translator.guidance_until(d),
+        }
         for d in ("a2b", "b2a")
     }
 

@@ -35,8 +35,10 @@ EPS = 1e-6  # the solvers' times are floats: an interval's ends are compared wit
 
 
 def with_interval(tr: Translator, lo: float, hi: float) -> Translator:
-    """A shallow copy of ``tr`` whose guided fields use their weight only for lo <= s < hi."""
+    """A shallow copy of ``tr`` whose guided fields use their weight only for lo <= s < hi
+    (its own ``guidance_until`` is dropped, so the report does not name it)."""
     out = copy.copy(tr)
+    out.info = dataclasses.replace(tr.info, guidance_until={})
 
     def velocity_field(sources, direction: str, guidance: float | None = None):
         condition = None

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import add_guidance_option, machine, write_json
+from common import add_guidance_option, guidance_used, machine, write_json
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
@@ -156,6 +156,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(True)
     tr = Translator.from_pretrained(args.checkpoint, device="cpu")
+    guidance_used(tr, args.guidance)  # a weight the checkpoint cannot use fails before training
     data = config_from_dict(tr.info.config).data
     if args.data_root:
         data = dataclasses.replace(data, source="folders", root=args.data_root)

@@ -245,6 +245,8 @@ def test_a_guided_checkpoint_gets_a_guidance_slider_per_tab(
     demo, url, path = guided_server
     sliders = _labelled(demo, "Guidance")
     assert len(sliders) == 2 and all(slider.value == 2.0 for slider in sliders)
+    boxes = _labelled(demo, "The checkpoint's guidance")
+    assert len(boxes) == 2 and all(box.value is True for box in boxes)
     handlers = _Handlers(Translator.from_pretrained(path, device="cpu"), tmp_path, 1, 16)
     # the slider follows the direction: the checkpoint's weight for the chosen one
     followers = [
@@ -262,6 +264,7 @@ def test_a_guided_checkpoint_gets_a_guidance_slider_per_tab(
             2,
             "euler",
             1.0,
+            False,  # not the checkpoint's guidance: this weight
             weight,
             api_name="/translate",
         )
@@ -277,11 +280,21 @@ def test_a_guided_checkpoint_gets_a_guidance_slider_per_tab(
         "circles → squares",
         2,
         "euler",
+        False,
         2.0,
         api_name="/translate_batch",
     )
     with Image.open(gallery[0]["image"]) as out:
         assert out.tobytes() == outputs[2.0]
+    # a call that leaves the guidance out gets the checkpoint's weight for its direction (B -> A:
+    # 1), not the slider's starting value (A -> B's 2)
+    for api, first in (("/translate", handle_file(str(rgba_image))), ("/translate_batch", None)):
+        args = [first or [handle_file(str(rgba_image))], "squares → circles", 2, "euler"]
+        result = client.predict(*args, *([1.0] if api == "/translate" else []), api_name=api)
+        image = result[0] if api == "/translate" else result[0][0]["image"]
+        expected = serving.translate_upload(handlers.translator, rgba_image, "b2a", 2, "euler")
+        with Image.open(image) as out:
+            assert out.tobytes() == expected.image.tobytes(), api
     with pytest.raises(Exception, match="guidance must be in"):
         client.predict(
             handle_file(str(rgba_image)),
@@ -289,6 +302,7 @@ def test_a_guided_checkpoint_gets_a_guidance_slider_per_tab(
             2,
             "euler",
             1.0,
+            False,
             11.0,
             api_name="/translate",
         )

@@ -92,9 +92,19 @@ def test_the_focal_frequency_term_is_added_only_when_weighted(folders, tmp_path)
     (plain, l1, recon), (weighted, _, _) = losses[0.0], losses[2.0]
     assert torch.equal(plain, l1 + CFG.kl_weight * vae.encode(x).latent_dist.kl().mean())
     assert torch.allclose(weighted, plain + 2.0 * FocalFrequencyLoss()(recon, x))
-    # a weighted recipe is its own cached VAE
+    # a weighted recipe is its own cached VAE; weight 0 keeps the folder it had before the
+    # setting existed (the key of the same settings without the field)
     files = scan_images(folders / "trainA").files
     key = autoencoder.autoencoder_dir
+    before = key(tmp_path, CFG, files, 16, None)
+    real_asdict = autoencoder.asdict
+    autoencoder.asdict = lambda cfg: {
+        k: v for k, v in real_asdict(cfg).items() if k != "frequency_weight"
+    }
+    try:
+        assert key(tmp_path, CFG, files, 16, None) == before
+    finally:
+        autoencoder.asdict = real_asdict
     weighted_cfg = OwnVAEConfig(**{**CFG.__dict__, "frequency_weight": 2.0})
     assert key(tmp_path, weighted_cfg, files, 16, None) != key(tmp_path, CFG, files, 16, None)
     trained = {}

@@ -188,8 +188,9 @@ def test_benchmarks_translate_with_the_asked_guidance_and_record_it(
     args = ["--checkpoint", str(tmp_path / "guided"), "--data", str(folders), "--nfe", "1"]
     own = _run(repo, tmp_path, "sharpness_calibration", *args)
     alone = _run(repo, tmp_path, "sharpness_calibration", *args, "--guidance", "1")
-    assert own["guidance"] == {"a2b": 2.0, "b2a": 1.0}
-    assert alone["guidance"] == {"a2b": 1.0, "b2a": 1.0}
+    whole = {"until": 1.0}
+    assert own["guidance"] == {"a2b": {"weight": 2.0, **whole}, "b2a": {"weight": 1.0, **whole}}
+    assert alone["guidance"] == {d: {"weight": 1.0, **whole} for d in ("a2b", "b2a")}
     translated = [run["rows"][-1] for run in (own, alone)]
     assert translated[0]["set"] == translated[1]["set"] == "translations, 1 NFE"
     assert translated[0]["spectral"] != translated[1]["spectral"]

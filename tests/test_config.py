@@ -74,6 +74,8 @@ def test_wrong_type_is_one_line():
         ("guidance.at=1", r"guidance.at must be in \(0, 1\)"),
         ("guidance.at=0", r"guidance.at must be in \(0, 1\)"),
         ("guidance.b2a_until=0", r"guidance.b2a_until must be in \(0, 1\]"),
+        ("vae.own.frequency_weight=-1", "vae.own.frequency_weight must be >= 0"),
+        ("vae.own.frequency_weight=nan", "vae.own.frequency_weight must be >= 0"),
         ("guidance.a2b_until=1.5", r"guidance.a2b_until must be in \(0, 1\]"),
     ],
 )

@@ -391,6 +391,24 @@ def test_guidance_until_guides_only_the_first_part_of_a_path(guided, tmp_path):
         y = y - 0.25 * guided.field(y, torch.full((3,), t), guidance=weight)
     assert torch.allclose(z, y, atol=1e-5)
     assert "B→A 2 on the first 50% of the path" in model_card(guided)
+    # the solver is told where the guided part ends (dopri5 steps across it: test_solvers)
+    from translate import pipeline
+
+    jumps = []
+    real_integrate = pipeline.integrate
+
+    def recording(*args, **kwargs):
+        jumps.append(kwargs.get("jump_times"))
+        return real_integrate(*args, **kwargs)
+
+    pipeline.integrate = recording
+    try:
+        guided.translate_latents(x, "b2a", 2)
+        guided.translate_latents(x, "a2b", 2)  # A -> B: its whole path, no jump
+        guided.translate_latents(x, "b2a", 2, guidance=1)  # the field alone: no jump
+    finally:
+        pipeline.integrate = real_integrate
+    assert jumps == [[0.5], [], []]
     guided.save_pretrained(tmp_path / "ckpt")
     loaded = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
     assert loaded.info.guidance_until == {"b2a": 0.5}

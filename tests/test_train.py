@@ -512,6 +512,7 @@ def test_sample_grid_labels_name_the_rows_and_any_guidance():
     assert sample_labels("A", "B") == plain
     assert sample_labels("A", "B", 2.0, 1.0) == [plain[0], "A\n-> B\nguided 2", *plain[2:]]
     assert sample_labels("A", "B", 1.0, 1.5)[3] == "B\n-> A\nguided 1.5"
+    assert sample_labels("A", "B", 2.0, 2.0, 1.0, 0.5)[3] == "B\n-> A\nguided 2 on 50%"
 
 
 def test_the_guide_is_the_ema_field_of_its_step_and_changes_no_training(workspace, monkeypatch):
@@ -536,7 +537,7 @@ def test_the_guide_is_the_ema_field_of_its_step_and_changes_no_training(workspac
     train_module.main(config(*guided, f"train.output_dir={on}"))
     monkeypatch.undo()
     # the grids from the guide step on are guided, and their labels say so
-    assert labels[0][2:] == (1.0, 1.0) and labels[-1][2:] == (2.0, 3.0)
+    assert labels[0][2:] == (1.0, 1.0, 1.0, 1.0) and labels[-1][2:] == (2.0, 3.0, 1.0, 0.5)
     assert _final_unet(on) == _final_unet(off)  # inference only: the same field, bit for bit
     assert not (off / runs.GUIDE).exists() and not (off / runs.FINAL / "guide").exists()
     assert not Translator.from_pretrained(off / runs.FINAL, device="cpu").guided
@@ -547,7 +548,7 @@ def test_the_guide_is_the_ema_field_of_its_step_and_changes_no_training(workspac
     assert kept == Path(on, runs.FINAL, "guide", *weights).read_bytes()
     final = Translator.from_pretrained(on / runs.FINAL, device="cpu")
     assert final.info.guidance == {"a2b": 2.0, "b2a": 3.0}  # the default A -> B weight, and 3
-    assert final.info.guidance_until == {"a2b": 1.0, "b2a": 0.5}  # the default shares
+    assert final.info.guidance_until == {"b2a": 0.5}  # the default share below the whole path
     # stopped after the state of step 6 and resumed: the guide is read back
     _stop_after_then_resume(
         monkeypatch, 6, config(*common, "guidance.b2a=3", f"train.output_dir={split}")

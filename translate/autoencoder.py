@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from focal_frequency_loss import FocalFrequencyLoss
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -73,8 +72,8 @@ def autoencoder_dir(
     """
     files_key = cache_key(_NoCodec(), train_files, EncodeSpec(resolution, crop))
     settings = {k: v for k, v in asdict(cfg).items() if k != "mixed_precision"}
-    if not settings["frequency_weight"]:  # L1 only: the folder it had before the setting existed
-        del settings["frequency_weight"]
+    if not settings.get("frequency_weight"):  # L1 only: the folder it had before the setting
+        settings.pop("frequency_weight", None)
     recipe = {"cfg": settings, "files": files_key} | ({"bf16": True} if bf16 else {})
     recipe = json.dumps(recipe, sort_keys=True)
     return Path(cache_dir) / "vae" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
@@ -131,6 +130,8 @@ def stage1_loss(
     l1 = F.l1_loss(recon, x)
     loss = l1 + kl_weight * posterior.kl().float().mean()
     if frequency_weight:
+        from focal_frequency_loss import FocalFrequencyLoss  # only where the term is used
+
         loss = loss + frequency_weight * FocalFrequencyLoss()(recon, x)
     return loss, l1, recon
 

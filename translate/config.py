@@ -6,6 +6,7 @@ shipped YAML in ``configs/`` only changes values, never adds keys.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,8 @@ class OwnVAEConfig:
 
     def __post_init__(self) -> None:
         _choice("vae.own.mixed_precision", self.mixed_precision, STAGE1_PRECISIONS)
+        if not 0 <= self.frequency_weight < math.inf:  # NaN fails too
+            raise ConfigError(f"vae.own.frequency_weight must be >= 0, got {self.frequency_weight}")
 
 
 @dataclass
@@ -338,9 +341,11 @@ class GuidanceConfig:
     Training keeps its own EMA field after ``round(at * train.steps)`` steps as the *guide*, a
     weaker version of the final field, and the exported checkpoint translates with
     v = v_guide + w * (v - v_guide) (Karras et al., NeurIPS 2024, Eq. 1, on velocities), w the
-    direction's weight. A guided step runs both UNets. The defaults are measured in
-    docs/SHARPNESS.md (§3, autoguidance): with the default's reflow round the guide is the
-    field before it, and only A -> B gains from it.
+    direction's weight, on the share of the direction's path from its source that
+    ``<direction>_until`` says (the field alone beyond it). A guided step runs both UNets. The
+    defaults are measured in docs/SHARPNESS.md (§3, autoguidance and guidance on part of the
+    path): with the default's reflow round the guide is the field before it; A -> B gains from
+    it on its whole path, B -> A on the first half of its path only.
     """
 
     a2b: float = 2.0  # weight of A -> B translations

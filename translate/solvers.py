@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,11 +34,14 @@ def integrate(
     return_trajectory: bool = False,
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    jump_times: Sequence[float] = (),
 ) -> Solution:
     """Solve dx/dt = field(x, t) from t0 to t1 (either direction) starting at x (batch, ...).
 
     Fixed-step methods take ``steps`` equal steps; dopri5 adapts its own steps and ``steps``
-    only sets how many trajectory frames are reported.
+    only sets how many trajectory frames are reported. ``jump_times``: times where the field
+    jumps (e.g. where autoguidance ends); dopri5 steps across them instead of shrinking its
+    steps to resolve the jump.
     """
     if method not in METHODS:
         raise ValueError(f"unknown ODE method '{method}'; choose from: {', '.join(METHODS)}")
@@ -53,7 +56,12 @@ def integrate(
 
     frames = steps + 1 if (return_trajectory or method in FIXED_STEP) else 2
     times = torch.linspace(t0, t1, frames, dtype=torch.float32, device=x.device)
-    kwargs = {"rtol": rtol, "atol": atol} if method == "dopri5" else {}
+    kwargs = {}
+    if method == "dopri5":
+        kwargs = {"rtol": rtol, "atol": atol}
+        jumps = [t for t in jump_times if min(t0, t1) < t < max(t0, t1)]
+        if jumps:
+            kwargs["options"] = {"jump_t": torch.tensor(jumps, dtype=torch.float32)}
     with torch.no_grad():
         states = odeint(rhs, x, times, method=method, **kwargs)
     return Solution(states[-1], times, states if return_trajectory else None, nfe)

@@ -706,11 +706,14 @@ class Trainer:
                 if guide is not None
                 else {}
             ),
-            guidance_until=(
-                {"a2b": self.cfg.guidance.a2b_until, "b2a": self.cfg.guidance.b2a_until}
-                if guide is not None
-                else {}
-            ),
+            guidance_until={  # only shares below 1: the whole path needs no entry
+                d: share
+                for d, share in (
+                    ("a2b", self.cfg.guidance.a2b_until),
+                    ("b2a", self.cfg.guidance.b2a_until),
+                )
+                if guide is not None and share < 1
+            },
             config=to_dict(self.cfg),
         )
         examples = {direction: images for direction, images, _ in self._sample_sources()}
@@ -856,8 +859,9 @@ class Trainer:
             )
             rows += [sources, translator.decode(solution.x)]
         names = (self.data.source.name_a, self.data.source.name_b)
-        weights = (translator.default_guidance("a2b"), translator.default_guidance("b2a"))
-        image = grid(rows, labels=sample_labels(*names, *weights))
+        weights = [translator.default_guidance(d) for d in ("a2b", "b2a")]
+        shares = [translator.guidance_until(d) for d in ("a2b", "b2a")]
+        image = grid(rows, labels=sample_labels(*names, *weights, *shares))
         path = self.out / "samples" / f"{runs.step_name('step', self.step)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
@@ -866,14 +870,22 @@ class Trainer:
             writer.add_image("samples", np.asarray(image), self.step, dataformats="HWC")
 
 
-def sample_labels(name_a: str, name_b: str, a2b: float = 1.0, b2a: float = 1.0) -> list[str]:
+def sample_labels(
+    name_a: str,
+    name_b: str,
+    a2b: float = 1.0,
+    b2a: float = 1.0,
+    a2b_until: float = 1.0,
+    b2a_until: float = 1.0,
+) -> list[str]:
     """The row labels of a sample grid: sources and translations of each direction; a
-    translation row says its autoguidance weight when it is not 1 (once a guide is kept)."""
+    translation row says its autoguidance weight when it is not 1 (once a guide is kept), and
+    the share of the path it guides when that is not all of it."""
     labels = [f"source\n{name_a}", f"{name_a}\n-> {name_b}", f"source\n{name_b}"]
     labels.append(f"{name_b}\n-> {name_a}")
-    for row, weight in ((1, a2b), (3, b2a)):
+    for row, weight, until in ((1, a2b, a2b_until), (3, b2a, b2a_until)):
         if weight != 1:
-            labels[row] += f"\nguided {weight:g}"
+            labels[row] += f"\nguided {weight:g}" + (f" on {until:.0%}" if until < 1 else "")
     return labels
 
 
