@@ -179,6 +179,11 @@ def _architecture(unet: UNet2DModel) -> dict:
     }
 
 
+def span_text(until: float) -> str:
+    """How a report or model card says a guided share of the path: "" for the whole path."""
+    return f" on the first {until:.0%} of the path" if until < 1 else ""
+
+
 def _no_guide(weight: float) -> str:
     return (
         f"guidance {weight:g} needs a guide, and this checkpoint has none (only a run with a "
@@ -431,6 +436,12 @@ class Translator:
         weight applies (the checkpoint's ``guidance.<direction>_until``; 1: the whole path)."""
         return float(self.info.guidance_until.get(direction, 1.0))
 
+    def _guided_span(self, direction: str, guidance: float | None) -> tuple[float, float]:
+        """(weight, share): the weight a call with ``guidance`` uses (None: the checkpoint's)
+        and the share of the path it applies to, 1 when the weight is 1 (nothing to switch)."""
+        weight = self.default_guidance(direction) if guidance is None else guidance
+        return weight, 1.0 if weight == 1 else self.guidance_until(direction)
+
     @property
     def guided(self) -> bool:
         """Whether a call without ``guidance`` uses the guide in some direction."""
@@ -474,9 +485,8 @@ class Translator:
         condition = None
         if self.info.source_condition:
             condition = SourceCondition.of(sources, direction == "b2a")
-        weight = self.default_guidance(direction) if guidance is None else guidance
-        until = self.guidance_until(direction)
-        if weight == 1 or until >= 1:
+        weight, until = self._guided_span(direction, guidance)
+        if until >= 1:
             return lambda x, t: self.field(x, t, condition, weight)
 
         def partly_guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -533,10 +543,8 @@ class Translator:
             raise ValueError(_no_guide(guidance))  # before any work
         t0, t1 = time_span(direction, strength)
         sources = latents.to(self.device).float()
-        weight = self.default_guidance(direction) if guidance is None else guidance
-        until, jumps = self.guidance_until(direction), []
-        if weight != 1 and until < 1:  # where the guided part of the path ends
-            jumps = [until if direction == "a2b" else 1 - until]
+        _, until = self._guided_span(direction, guidance)
+        jumps = [] if until >= 1 else [until if direction == "a2b" else 1 - until]
         return integrate(
             self.velocity_field(sources, direction, guidance),
             self.start(sources, seed, noise),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from translate.evaluate import TRUSTED_RECOGNITION, Outcome, Row
 from translate.images import grid, to_pil
+from translate.pipeline import span_text
 
 # (key, column title, format, higher is better?)
 COLUMNS = [
@@ -115,8 +116,7 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
     for label, weights, until in zip(meta["labels"], meta.get("guidance", []), spans, strict=False):
         for direction, weight in weights.items():
             if weight != 1:
-                share = until.get(direction, 1.0)
-                span = f" on the first {share:.0%} of the path" if share < 1 else ""
+                span = span_text(until.get(direction, 1.0))
                 guided.append(f"`{label}` {arrows[direction]} {weight:g}{span}")
     if guided:
         lines.append(

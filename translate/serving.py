@@ -17,7 +17,7 @@ from pathlib import Path, PureWindowsPath
 from PIL import Image
 
 from translate.images import SourceImage, read_source, restore_alpha, with_alpha
-from translate.pipeline import TranslationOptions, Translator, finite_outputs
+from translate.pipeline import TranslationOptions, Translator, finite_outputs, span_text
 
 MAX_UPLOAD_MB = 20  # per file; the web server enforces it too
 # per image: a small file can hold a huge picture (6000 x 6000 px is 0.1 MB as a flat PNG) whose
@@ -260,10 +260,15 @@ def model_card(translator: Translator) -> str:
     ]
     if translator.guided:
         arrows = {"a2b": "A→B", "b2a": "B→A"}
-        weights = [f"{arrows[d]} {translator.default_guidance(d):g}" for d in arrows]
-        for i, d in enumerate(arrows):
-            if translator.default_guidance(d) != 1 and translator.guidance_until(d) < 1:
-                weights[i] += f" on the first {translator.guidance_until(d):.0%} of the path"
+        weights = [
+            f"{arrows[d]} {translator.default_guidance(d):g}"
+            + (
+                span_text(translator.guidance_until(d))
+                if translator.default_guidance(d) != 1
+                else ""
+            )
+            for d in arrows
+        ]
         rows.append(("Autoguidance", f"{', '.join(weights)} (two UNets per guided step)"))
     model = config.get("model", {})
     if model.get("block_out_channels"):
