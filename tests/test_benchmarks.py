@@ -299,6 +299,18 @@ def test_attach_guide_gives_an_old_checkpoint_a_guide(repo, tmp_path, tiny_vae):
     v, g = main.field(x, t), weak.field(x, t)
     assert torch.allclose(guided.velocity_field(x, "a2b")(x, t), g + 3 * (v - g), atol=1e-6)
     assert torch.equal(guided.velocity_field(x, "b2a")(x, t), v)
+    # B -> A guided on the first half of its path from the source (t from 1 down to 0.5)
+    args = [str(tmp_path / "final"), str(tmp_path / "early"), "--a2b", "1", "--b2a", "2"]
+    args += ["--b2a-until", "0.5", "--to", str(tmp_path / "half")]
+    assert subprocess.run([*script, *args], cwd=repo, timeout=300).returncode == 0
+    half = Translator.from_pretrained(tmp_path / "half", device="cpu")
+    assert half.info.guidance == {"a2b": 1.0, "b2a": 2.0}
+    assert half.info.guidance_until == {"b2a": 0.5}
+    near_source, near_target = torch.full((2,), 0.75), torch.full((2,), 0.25)
+    v_s, g_s = main.field(x, near_source), weak.field(x, near_source)
+    b2a = half.velocity_field(x, "b2a")
+    assert torch.allclose(b2a(x, near_source), g_s + 2 * (v_s - g_s), atol=1e-6)
+    assert torch.equal(b2a(x, near_target), main.field(x, near_target))
     # a guide of another architecture is refused in one line
     other = tiny_translator(tiny_vae, source_noise=0.1)  # two more input channels
     other.save_pretrained(tmp_path / "other")
