@@ -208,6 +208,22 @@ def test_benchmarks_translate_with_the_asked_guidance_and_record_it(
     assert not (tmp_path / "no.json").exists()
 
 
+def test_train_parts_times_each_part_of_the_recipe_step(repo, tmp_path, folders, tiny_vae):
+    args = ["--config", "configs/tiny.yaml", "--steps", "3", "--warmup", "1"]
+    args += [f"data.root={folders}", f"vae.pretrained={tiny_vae}"]
+    args += [f"data.cache_dir={tmp_path / 'cache'}", "adversarial.trajectory_batch=3"]
+    moving = _run(repo, tmp_path, "train_parts", *args)
+    whole = _run(repo, tmp_path, "train_parts", *args, "--whole-batch-rollout")
+    parts = ["rollout", "regression", "backward", "discriminators", "step"]
+    for result in (moving, whole):
+        assert [r["part"] for r in result["rows"]] == parts
+        assert all(r["steps"] == 2 and r["ms/step"] > 0 for r in result["rows"])
+        step = result["rows"][-1]["ms/step"]
+        assert sum(r["ms/step"] for r in result["rows"][:-1]) < step  # the parts of one step
+        assert len(result["unet_sha256"]) == 64
+    assert (moving["rollout"], whole["rollout"]) == ("moving rows", "whole batch")
+
+
 def test_codec_ceiling_trains_stage1_once_and_scores_both_domains(repo, tmp_path, folders):
     args = ["--config", "configs/tiny.yaml", f"data.root={folders}"]
     args += [f"data.cache_dir={tmp_path / 'cache'}", "vae.own.steps=2", "vae.own.batch_size=4"]

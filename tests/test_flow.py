@@ -3,6 +3,7 @@ import torch
 
 from translate.flow import (
     ProbabilityPath,
+    SourceCondition,
     build_path,
     cfm_loss,
     cfm_step,
@@ -126,7 +127,15 @@ def test_rollout_states_are_the_euler_solvers_own_states():
     a, b = torch.randn(4, 2, 3, 3, generator=g), torch.randn(4, 2, 3, 3, generator=g)
     k = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
     t_start = torch.tensor([0.0] * 4 + [1.0] * 4)
-    x_k, t_k = rollout_states(field, torch.cat([a, b]), t_start, 4, k)
+    evaluated = []
+
+    def on_rows(x, t, rows):  # the field, recording which rows each step evaluates
+        evaluated.append(rows.tolist())
+        return field(x, t)
+
+    x_k, t_k = rollout_states(on_rows, torch.cat([a, b]), t_start, 4, k)
+    # step j evaluates only the rows still moving (k > j), not the whole batch
+    assert evaluated == [[1, 2, 3, 4, 5, 6], [2, 3, 4, 5], [3, 4]]
     forward = integrate(field, a, 0.0, 1.0, steps=4, return_trajectory=True).trajectory
     backward = integrate(field, b, 1.0, 0.0, steps=4, return_trajectory=True).trajectory
     torch.testing.assert_close(t_k, torch.tensor([0, 0.25, 0.5, 0.75, 0.25, 0.5, 0.75, 1.0]))
@@ -135,7 +144,31 @@ def test_rollout_states_are_the_euler_solvers_own_states():
         torch.testing.assert_close(x_k[4 + i], backward[k[4 + i], i])
     torch.testing.assert_close(x_k[0], a[0])  # k = 0: the source itself
     with pytest.raises(ValueError, match="k must lie in"):
-        rollout_states(field, a, torch.zeros(4), 4, torch.tensor([0, 1, 2, 4]))
+        rollout_states(on_rows, a, torch.zeros(4), 4, torch.tensor([0, 1, 2, 4]))
+
+
+def test_rollout_states_condition_each_row_on_its_own_source():
+    # a field whose velocity depends on each row's own condition: evaluating a subset of the
+    # rows must hand the field the conditions of exactly those rows
+    g = torch.Generator().manual_seed(1)
+    sources = torch.randn(6, 2, 3, 3, generator=g)
+    kept = sources.clone()
+    condition = SourceCondition.of(sources, torch.tensor([False] * 3 + [True] * 3))
+
+    def conditioned(x, t, c):
+        return c.source - x + c.from_b.float().reshape(-1, 1, 1, 1)
+
+    k = torch.tensor([3, 0, 2, 1, 3, 2])
+    t_start = torch.tensor([0.0] * 3 + [1.0] * 3)
+    x_k, _ = rollout_states(
+        lambda x, t, rows: conditioned(x, t, condition.select(rows)), sources, t_start, 4, k
+    )
+    for i in range(6):  # the row alone, with the whole batch's field, step by step
+        x, sign = sources[i : i + 1], 1 - 2 * t_start[i]
+        for _ in range(int(k[i])):
+            x = x + sign / 4 * conditioned(x, None, condition.select(torch.tensor([i])))
+        torch.testing.assert_close(x_k[i : i + 1], x)
+    assert torch.equal(sources, kept)  # the caller's sources are not moved in place
 
 
 def test_rollout_steps_pick_the_named_euler_states():
@@ -162,7 +195,7 @@ def test_the_prediction_from_the_last_rollout_state_is_the_k_step_translation():
     a, b = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
     t_start = torch.tensor([0.0] * 3 + [1.0] * 3)
     k = rollout_steps("last", 4, 6, g)
-    x_k, t_k = rollout_states(field, torch.cat([a, b]), t_start, 4, k)
+    x_k, t_k = rollout_states(lambda x, t, rows: field(x, t), torch.cat([a, b]), t_start, 4, k)
     z_a, z_b = predicted_endpoints(x_k, t_k, field(x_k, t_k))
     torch.testing.assert_close(z_b[:3], integrate(field, a, 0.0, 1.0, steps=4).x)
     torch.testing.assert_close(z_a[3:], integrate(field, b, 1.0, 0.0, steps=4).x)

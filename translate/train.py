@@ -516,7 +516,13 @@ class Trainer:
             x = x + self.cfg.flow.source_noise * eps
         with torch.no_grad():
             x_k, t_k = rollout_states(
-                lambda y, t: velocity(self.unet, y, t, condition), x, t_start, steps, k
+                lambda y, t, rows: velocity(
+                    self.unet, y, t, None if condition is None else condition.select(rows)
+                ),
+                x,
+                t_start,
+                steps,
+                k,
             )
         return Rollout(x_k, t_k, m, sources, condition)
 
