@@ -197,6 +197,10 @@ def test_full_command_writes_every_file_and_one_table(two_checkpoints, capsys):
     assert report.count("## ") == 2  # one table per direction, every model in it
     assert "run-a" in report and "run-b" in report and "latent-FD" in report
     assert "not FID" in report
+    fingerprints = result["vae_fingerprints"]  # both checkpoints carry copies of one VAE
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    assert report.count(f"VAE `{fingerprints[0]}`") == 2  # on the realism and top-k lines
+    assert "different VAEs" not in report
     captured = capsys.readouterr()
     assert "wrote" in captured.out
     recognised = result["classifier_recognised"]
@@ -223,6 +227,43 @@ def test_an_unreliable_classifier_is_said_so_in_one_line():
     meta["classifier_recognised"] = {"a": 0.99, "b": 0.9}  # the bar itself is trusted
     assert classifier_warning(meta) is None
     assert classifier_warning({"domains": ["a", "b"]}) is None  # metrics written before
+
+
+def test_checkpoints_with_different_vaes_are_named_in_one_line():
+    from translate.report import vae_note
+
+    meta = {"labels": ["run-a", "run-b"], "realism": "latent-FD/latent-KID"}
+    assert vae_note({**meta, "vae_fingerprints": ["0123456789ab"] * 2}) is None
+    assert vae_note(meta) is None  # metrics written before fingerprints were recorded
+    note = vae_note({**meta, "vae_fingerprints": ["0123456789ab", "ba9876543210"]})
+    assert note.startswith("the checkpoints have different VAEs")
+    assert "`run-a` `0123456789ab`, `run-b` `ba9876543210`" in note and "\n" not in note
+    assert "latent-FD, latent-KID and top-k" in note
+    inception = {**meta, "realism": "FID/KID (Inception-v3)"}
+    note = vae_note({**inception, "vae_fingerprints": ["0123456789ab", "ba9876543210"]})
+    assert "latent-FD" not in note and ": top-k of every row" in note  # Inception judges FD
+
+
+def test_a_comparison_across_vaes_warns_and_names_them(two_checkpoints, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    root, (first, _) = two_checkpoints
+    other = shutil.copytree(first, tmp_path / "run-c" / "checkpoint-final")
+    weights = other / "vae" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(str(weights))
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1e-2  # the same run on a (slightly) different VAE
+    save_file(tensors, str(weights))
+    out = tmp_path / "report"
+    argv = [str(first), "--compare", str(other), "--data-config", str(root / "data.yaml")]
+    assert eval_main([*argv, "--steps", "1", "--direction", "a2b", "--out", str(out)]) == 0
+    fingerprints = json.loads((out / "metrics.json").read_text())["vae_fingerprints"]
+    assert fingerprints[0] != fingerprints[1]
+    err = capsys.readouterr().err
+    assert "warning: the checkpoints have different VAEs" in err
+    assert f"`run-c` `{fingerprints[1]}`" in (out / "report.md").read_text()
 
 
 def test_same_command_same_numbers(two_checkpoints):

@@ -29,6 +29,24 @@ def test_codec_applies_scale_and_shift(tiny_vae):
     assert len(codec.decode_images(z)) == 2
 
 
+def test_fingerprint_follows_the_weights_not_the_folder(tiny_vae, tmp_path):
+    import shutil
+
+    codec = LatentCodec.from_pretrained(tiny_vae)
+    copy = LatentCodec.from_pretrained(shutil.copytree(tiny_vae, tmp_path / "elsewhere"))
+    assert len(codec.fingerprint()) == 12
+    assert copy.fingerprint() == codec.fingerprint()  # the same weights in another folder
+    with torch.no_grad():
+        next(copy.vae.parameters()).view(-1)[0] += 1e-3  # one weight of one layer
+    assert copy.fingerprint() != codec.fingerprint()
+    scaled = LatentCodec.from_pretrained(tiny_vae)
+    scaled.vae.register_to_config(scaling_factor=2.0)  # the latents' normalisation
+    assert LatentCodec(scaled.vae, str(tiny_vae)).fingerprint() != codec.fingerprint()
+    halved = LatentCodec.from_pretrained(tiny_vae)
+    halved.to_dtype(torch.bfloat16)  # encodes differently: another codec
+    assert halved.fingerprint() != codec.fingerprint()
+
+
 def test_tiny_autoencoder_and_subfolder(tmp_path):
     tiny = AutoencoderTiny(
         encoder_block_out_channels=(8, 8),

@@ -202,7 +202,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         require(EVAL_MODULES, "translate-eval", "eval")
         from translate.config import load_config
         from translate.evaluate import EvalOptions, evaluate, label_of
-        from translate.report import classifier_warning, write_report
+        from translate.report import classifier_warning, vae_note, write_report
 
         try:
             steps = tuple(int(s) for s in args.steps.split(","))
@@ -230,9 +230,9 @@ def eval_main(argv: list[str] | None = None) -> int:
         command = "translate-eval " + " ".join(sys.argv[1:] if argv is None else argv)
         files = write_report(outcome, out, command)
         print(f"wrote {files['report']} ({len(outcome.rows)} rows)")
-        warning = classifier_warning(outcome.meta)
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr)
+        for warning in (vae_note(outcome.meta), classifier_warning(outcome.meta)):
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
     except TranslateError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

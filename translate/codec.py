@@ -7,6 +7,7 @@ own config, so the flow sees roughly unit-variance inputs whatever the VAE.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -126,6 +127,22 @@ class LatentCodec:
             )
             return json.dumps({"path": str(folder.resolve()), "files": stats})
         return json.dumps({"hub": self.source, "subfolder": self.subfolder})
+
+    @torch.no_grad()
+    def fingerprint(self) -> str:
+        """12 hex digits of a SHA-256 over what the latents depend on: the VAE's class, its
+        ``shift_factor`` and ``scaling_factor``, and every weight's name, dtype, shape and
+        values. Two codecs with equal fingerprints encode alike wherever they were loaded
+        from; the same weights loaded in another dtype count as another codec."""
+        digest = hashlib.sha256()
+        header = [type(self.vae).__name__, self.shift_factor, self.scaling_factor]
+        digest.update(json.dumps(header).encode())
+        for name, tensor in self.vae.state_dict().items():
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+            digest.update(
+                tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes()
+            )
+        return digest.hexdigest()[:12]
 
     @torch.no_grad()
     def encode(

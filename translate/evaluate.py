@@ -195,6 +195,7 @@ def evaluate(
         classifier_recognised=recognised,
         classifier_train_images={"a": len(train_a.names), "b": len(train_b.names)},
         seed=opts.seed,
+        vae_fingerprints=[tr.codec.fingerprint() for tr in translators],
     )
     return outcome
 

@@ -76,6 +76,8 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
     meta = outcome.meta
     realism = _realism(outcome)
     a, b = meta["domains"]
+    fingerprints = meta.get("vae_fingerprints") or []
+    judge = f", VAE `{fingerprints[0]}`" if fingerprints else ""
     lines = [
         f"# Evaluation: {a} ↔ {b}",
         "",
@@ -84,7 +86,7 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         f"images at {meta['resolution']} px",
         f"- realism: {meta['realism']}"
         + (
-            " on the first checkpoint's VAE latents (pooled), **not FID**"
+            f" on the first checkpoint's VAE latents (pooled{judge}), **not FID**"
             if realism == "latent"
             else ""
         ),
@@ -93,7 +95,9 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         f"{meta['classifier_accuracy']:.1%}" + _recognition(meta),
         "- `src` columns compare the translation with its source (faithfulness); `GT` columns "
         "with the true counterpart (same file name in the other domain); top-k: the counterpart "
-        "is among the k nearest real targets to the translation (latent distance)",
+        f"is among the k nearest real targets to the translation (the distance between "
+        f"pooled latents of the first checkpoint's VAE{judge}; latent scores compare only "
+        "between reports judged by the same VAE)",
         "- KID is the unbiased estimator: it can fall below 0 when two sets are as alike as two "
         "samples of one distribution, so a small negative value means 'indistinguishable'",
         "- sharpness: the share of spectral power above a quarter of Nyquist, over that of the "
@@ -123,6 +127,9 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
             f"- autoguidance weight: {', '.join(guided)}; a guided step runs two UNets "
             "(the field and its guide)"
         )
+    mixed = vae_note(meta)
+    if mixed:
+        lines.append(f"- **{mixed}**")
     warning = classifier_warning(meta)
     if warning:
         lines.append(f"- **{warning}**")
@@ -143,6 +150,23 @@ def _recognition(meta: dict) -> str:
         return ""
     a, b = meta["domains"]
     return f" ({a} {recognised['a']:.1%}, {b} {recognised['b']:.1%})"
+
+
+def vae_note(meta: dict) -> str | None:
+    """One line naming each checkpoint's VAE when the compared checkpoints do not share one
+    (by ``LatentCodec.fingerprint``); else None."""
+    fingerprints = meta.get("vae_fingerprints") or []
+    if len(set(fingerprints)) < 2:
+        return None
+    named = ", ".join(
+        f"`{label}` `{fp}`" for label, fp in zip(meta["labels"], fingerprints, strict=True)
+    )
+    scores = "latent-FD, latent-KID and top-k" if meta["realism"].startswith("latent") else "top-k"
+    return (
+        f"the checkpoints have different VAEs ({named}): {scores} of every row are judged "
+        "in the first one's latents, so they differ from the same checkpoint's scores in a "
+        "report of its own"
+    )
 
 
 def classifier_warning(meta: dict) -> str | None:
