@@ -401,6 +401,30 @@ def test_adversarial_term_trains_saves_and_resumes_exactly(workspace, states):
     assert out.size == (16, 16)
 
 
+def test_real_batch_feeds_the_discriminators_that_many_reals(workspace, monkeypatch):
+    from translate.adversarial import Adversary
+
+    tmp, _, config = workspace
+    adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
+    adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
+    seen, update = [], Adversary.update
+
+    def recording(self, real, fake, *args, **kwargs):
+        seen.append((len(real.a), len(real.b), len(fake.a)))
+        return update(self, real, fake, *args, **kwargs)
+
+    monkeypatch.setattr(Adversary, "update", recording)
+    out = {}
+    for name, n in (("whole", None), ("eight", 8), ("three", 3)):  # tiny.yaml's batch is 8
+        out[name] = tmp / f"run-{name}"
+        setting = "null" if n is None else n
+        settings = (*adv, f"adversarial.real_batch={setting}", "train.steps=3")
+        train_module.main(config(*settings, f"train.output_dir={out[name]}"))
+    assert seen == [(8, 8, 3)] * 6 + [(3, 3, 3)] * 3
+    assert _final_unet(out["whole"]) == _final_unet(out["eight"])  # the whole batch: the same
+    assert _final_unet(out["three"]) != _final_unet(out["whole"])
+
+
 def test_transport_term_changes_the_field_and_resumes_exactly(workspace):
     tmp, _, config = workspace
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")

@@ -196,6 +196,9 @@ class AdversarialConfig:
     # prediction is the K-step Euler translation itself); ends (k = 0 or K - 1)
     trajectory_states: str = "uniform"
     trajectory_batch: int = 16  # sources per domain rolled out per step (trajectory_steps > 0)
+    # real latents per domain in each discriminator step: null, every real latent of the batch;
+    # n, the batch's first n (R1 is taken on them too; in pixel space, as many as fakes)
+    real_batch: int | None = None
     # latents: the discriminators judge latents; pixels: they judge decoded images (the frozen
     # VAE decoder in the generator's graph; the real ends are decoded too)
     space: str = "latents"
@@ -218,6 +221,8 @@ class AdversarialConfig:
         _choice("adversarial.augment", self.augment, AUGMENTATIONS)
         _choice("adversarial.trajectory_states", self.trajectory_states, ROLLOUT_STATES)
         _positive("adversarial.trajectory_batch", self.trajectory_batch)
+        if self.real_batch is not None:
+            _positive("adversarial.real_batch", self.real_batch)
         keys = ("weight", "start", "ramp", "r1_gamma", "disc_start", "trajectory_steps")
         for key in (*keys, "nce_weight", "transport_weight"):
             if (getattr(self, key) or 0) < 0:

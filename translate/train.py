@@ -430,11 +430,13 @@ class Trainer:
         return mean_loss, grad_norm, adv
 
     def _real_view(self, pairing: Pairing, fake: Endpoints) -> Endpoints:
-        """The real ends as the discriminators see them: every real latent of the batch, or in
-        pixel space the first as many per domain as there are fakes, decoded."""
+        """The real ends as the discriminators see them: every real latent of the batch or its
+        first ``adversarial.real_batch``, or in pixel space the first as many per domain as
+        there are fakes, decoded."""
         real = Endpoints(*pairing.real_ends)
         if self.adversary.decode is None:
-            return real
+            n = self.cfg.adversarial.real_batch
+            return real if n is None else Endpoints(real.a[:n], real.b[:n])
         with torch.no_grad():
             return self.adversary.view(Endpoints(real.a[: len(fake.a)], real.b[: len(fake.b)]))
 
