@@ -69,6 +69,7 @@ def test_wrong_type_is_one_line():
         ("adversarial.space=rgb", "latents, pixels"),
         ("adversarial.trajectory_states=first", "uniform, last, ends"),
         ("adversarial.real_batch=0", "adversarial.real_batch must be positive"),
+        ("adversarial.r1_every=0", "adversarial.r1_every must be positive"),
         ("vae.own.mixed_precision=fp16", "vae.own.mixed_precision.*auto, no, bf16"),
         ("guidance.a2b=-1", r"guidance.a2b must be in \[0, 10\]"),
         ("guidance.b2a=nan", r"guidance.b2a must be in \[0, 10\]"),

@@ -425,6 +425,33 @@ def test_real_batch_feeds_the_discriminators_that_many_reals(workspace, monkeypa
     assert _final_unet(out["three"]) != _final_unet(out["whole"])
 
 
+def test_lazy_r1_takes_the_penalty_every_nth_step_at_n_times_the_weight(workspace, monkeypatch):
+    from translate.adversarial import Adversary
+
+    tmp, _, config = workspace
+    adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
+    adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
+    gammas, update = [], Adversary.update
+
+    def recording(self, *args, **kwargs):
+        gammas.append(args[5] if len(args) > 5 else kwargs.get("r1_gamma"))
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(Adversary, "update", recording)
+    out = {}
+    for name, every in (("each", 1), ("lazy", 2)):
+        out[name] = tmp / f"run-{name}"
+        settings = (*adv, f"adversarial.r1_every={every}", "train.steps=4")
+        train_module.main(config(*settings, f"train.output_dir={out[name]}"))
+    assert gammas == [0.05] * 4 + [0.0, 0.1, 0.0, 0.1]
+    assert _final_unet(out["lazy"]) != _final_unet(out["each"])
+    split = tmp / "run-lazy-split"  # stopped after an odd step, resumed: the same weights
+    lazy = (*adv, "adversarial.r1_every=2")
+    train_module.main(config(*lazy, "train.steps=3", f"train.output_dir={split}"))
+    train_module.main(config(*lazy, "train.steps=4", f"train.output_dir={split}"))
+    assert _final_unet(split) == _final_unet(out["lazy"])
+
+
 def test_transport_term_changes_the_field_and_resumes_exactly(workspace):
     tmp, _, config = workspace
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")

@@ -307,13 +307,14 @@ class Adversary:
         reduce=None,
         weights: Endpoints | None = None,
         generator: torch.Generator | None = None,
+        r1_gamma: float | None = None,
     ) -> DiscriminatorLoss:
         """One optimizer step of the discriminators on real vs fake ``view``s; ``generator``
-        draws the augmentations."""
+        draws the augmentations. ``r1_gamma`` replaces the R1 weight for this step (0: no R1;
+        None: the one given at construction), for lazy regularisation."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = discriminator_loss(
-            self.disc, real, fake, self.r1_gamma, weights, self.augment, generator
-        )
+        gamma = self.r1_gamma if r1_gamma is None else r1_gamma
+        loss = discriminator_loss(self.disc, real, fake, gamma, weights, self.augment, generator)
         loss.total.backward()
         average_gradients(self.disc, reduce)
         self.optimizer.step()

@@ -183,6 +183,8 @@ class AdversarialConfig:
     disc_start: int | None = 0
     ramp: int = 200  # steps over which lambda rises linearly from 0 to weight
     r1_gamma: float = 0.05  # R1 gradient penalty on real latents (Mescheder et al. 2018)
+    # lazy R1 (StyleGAN2): the penalty on every r1_every-th step only, at r1_every * r1_gamma
+    r1_every: int = 1
     lr: float = 1e-3  # discriminators' AdamW learning rate
     width: int = 32  # channels of the discriminators' first layer
     # uniform: every predicted endpoint counts alike; distance: by how far it jumps (1 - t for
@@ -223,6 +225,7 @@ class AdversarialConfig:
         _positive("adversarial.trajectory_batch", self.trajectory_batch)
         if self.real_batch is not None:
             _positive("adversarial.real_batch", self.real_batch)
+        _positive("adversarial.r1_every", self.r1_every)
         keys = ("weight", "start", "ramp", "r1_gamma", "disc_start", "trajectory_steps")
         for key in (*keys, "nce_weight", "transport_weight"):
             if (getattr(self, key) or 0) < 0:

@@ -426,8 +426,17 @@ class Trainer:
                 acc.reduce,
                 adv.weights,
                 self.gens.rollout,
+                self._r1_gamma(),
             )
         return mean_loss, grad_norm, adv
+
+    def _r1_gamma(self) -> float:
+        """The R1 weight of the coming step's discriminator update: lazy regularisation
+        (Karras et al., CVPR 2020, StyleGAN2, Sec. 3.1) takes R1 only on every
+        ``adversarial.r1_every``-th optimizer step, weighted by that factor so that its mean
+        weight stays ``r1_gamma``; 0 on the steps between."""
+        adv = self.cfg.adversarial
+        return adv.r1_gamma * adv.r1_every if (self.step + 1) % adv.r1_every == 0 else 0.0
 
     def _real_view(self, pairing: Pairing, fake: Endpoints) -> Endpoints:
         """The real ends as the discriminators see them: every real latent of the batch or its
