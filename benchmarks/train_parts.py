@@ -93,7 +93,6 @@ def main() -> None:
             f"train.sample_every={args.steps + 1}",
             f"train.checkpoint_every={args.steps + 1}",
             "train.log_with=none",
-            f"guidance.at={0.5}",
             f"train.output_dir={out}",
         ]
         cfg = load_config(args.config, [*args.overrides, *timing])
