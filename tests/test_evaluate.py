@@ -212,6 +212,33 @@ def test_full_command_writes_every_file_and_one_table(two_checkpoints, capsys):
     assert ("unreliable" in report) == weak == ("warning: domain success" in captured.err)
 
 
+def test_the_judge_of_a_disjoint_run_learns_from_every_training_image(two_checkpoints):
+    """data.disjoint keeps half of each domain's training items for the run; the domain
+    classifier still learns from all of them, while the nearest-neighbour baseline and the
+    memorisation check keep to the run's own training targets."""
+    root, (first, _) = two_checkpoints
+    data = root / "data"
+    (root / "disjoint.yaml").write_text(
+        f"data:\n  source: folders\n  root: {data}\n  resolution: 16\n  disjoint: true\n"
+    )
+    out = root / "report-disjoint"
+    argv = [str(first), "--data-config", str(root / "disjoint.yaml"), "--steps", "1"]
+    assert eval_main([*argv, "--method", "euler", "--direction", "a2b", "--out", str(out)]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    run = result["training_images"]
+    assert result["classifier_train_images"] == {"a": 10, "b": 10}
+    assert run["a"] + run["b"] == 10 and 0 < run["a"] < 10  # each item in one domain only
+    report = (out / "report.md").read_text()
+    assert f"where the run trained on {run['a']} and {run['b']}" in report
+    # the judge is the one an evaluation on the whole data gets: the same weights, bit for bit
+    whole = root / "report-whole"
+    argv = [str(first), "--data-config", str(root / "data.yaml"), "--steps", "1"]
+    assert eval_main([*argv, "--method", "euler", "--direction", "a2b", "--out", str(whole)]) == 0
+    judges = [(d / "classifier.safetensors").read_bytes() for d in (whole, out)]
+    assert judges[0] == judges[1]
+    assert json.loads((whole / "metrics.json").read_text())["training_images"] == {"a": 10, "b": 10}
+
+
 def test_an_unreliable_classifier_is_said_so_in_one_line():
     from translate.report import classifier_warning
 

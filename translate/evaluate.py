@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import product
 from pathlib import Path
 
@@ -157,6 +157,14 @@ def evaluate(
     train_a, train_b = (
         load_images(_evenly(files, TRAIN_CAP), res, crop) for files in source.split("train")
     )
+    # the domain judge learns from every training image of the source: a run that keeps only
+    # part of them (data.disjoint) must not weaken the judge that scores it
+    judge_a, judge_b = train_a, train_b
+    if data.disjoint:
+        judge_a, judge_b = (
+            load_images(_evenly(files, TRAIN_CAP), res, crop)
+            for files in open_source(replace(data, disjoint=False)).split("train")
+        )
     features = metrics.LatentFeatures(main.codec, res, opts.batch_size)
     # realism is measured on Inception features when the weights are given, else on latents
     inception = None
@@ -167,7 +175,7 @@ def evaluate(
         return features((pixels + 1) / 2)
 
     train_feats = {"a": feats(train_a.pixels), "b": feats(train_b.pixels)}  # (n, d) each
-    classifier, accuracy, recognised = _classifier(opts, res, train_a, train_b, test_a, test_b)
+    classifier, accuracy, recognised = _classifier(opts, res, judge_a, judge_b, test_a, test_b)
     labels = [label_of(c) for c in checkpoints]
     outcome = Outcome([], {}, {}, {})
     for direction in opts.directions:
@@ -193,7 +201,8 @@ def evaluate(
         realism="FID/KID (Inception-v3)" if opts.inception_weights else "latent-FD/latent-KID",
         classifier_accuracy=accuracy,
         classifier_recognised=recognised,
-        classifier_train_images={"a": len(train_a.names), "b": len(train_b.names)},
+        classifier_train_images={"a": len(judge_a.names), "b": len(judge_b.names)},
+        training_images={"a": len(train_a.names), "b": len(train_b.names)},
         seed=opts.seed,
         vae_fingerprints=[tr.codec.fingerprint() for tr in translators],
     )

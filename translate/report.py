@@ -90,8 +90,8 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
             if realism == "latent"
             else ""
         ),
-        f"- domain classifier (a small CNN on pixels, trained on the real training images), "
-        f"accuracy on the real images of split `{meta['split']}`: "
+        f"- domain classifier (a small CNN on pixels, trained on the real training images"
+        f"{_judge_data(meta)}), accuracy on the real images of split `{meta['split']}`: "
         f"{meta['classifier_accuracy']:.1%}" + _recognition(meta),
         "- `src` columns compare the translation with its source (faithfulness); `GT` columns "
         "with the true counterpart (same file name in the other domain); top-k: the counterpart "
@@ -166,6 +166,19 @@ def vae_note(meta: dict) -> str | None:
         f"the checkpoints have different VAEs ({named}): {scores} of every row are judged "
         "in the first one's latents, so they differ from the same checkpoint's scores in a "
         "report of its own"
+    )
+
+
+def _judge_data(meta: dict) -> str:
+    """``; all N and M of them, …``: said when the classifier saw more training images than
+    the run did (a ``data.disjoint`` run keeps part of them; the judge learns from them all)."""
+    judged, run = meta.get("classifier_train_images"), meta.get("training_images")
+    if not judged or not run or judged == run:
+        return ""
+    a, b = meta["domains"]
+    return (
+        f"; all {judged['a']} {a} and {judged['b']} {b} of them, where the run trained on "
+        f"{run['a']} and {run['b']}"
     )
 
 
