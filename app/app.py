@@ -91,6 +91,11 @@ class _Handlers:
             raise gr.Error(f"direction must be one of: {', '.join(self.labels)}")
         return self.labels[label]
 
+    def default_steps(self, direction: str) -> int:
+        """The checkpoint's step count for a direction label (``serving.served_steps``): what
+        the page's steps slider shows when the direction changes."""
+        return serving.served_steps(self.translator, self.direction_of(direction))
+
     def default_guidance(self, direction: str) -> float:
         """The checkpoint's autoguidance weight for a direction label: what the page's guidance
         slider shows when the direction changes."""
@@ -163,15 +168,17 @@ class _Handlers:
 
 def _path_settings(handlers: _Handlers) -> list:
     """The direction, step count and solver inputs that both tabs share; they start at the
-    checkpoint's own (``serving.served_steps``, ``Translator.default_method``)."""
+    checkpoint's own (``serving.served_steps``, ``Translator.default_method``), and the step
+    count follows the direction's changes (a checkpoint may take more steps one way)."""
     names = list(handlers.labels)
     direction = gr.Radio(names, value=names[0], label="Direction")
     with gr.Row():
-        default = serving.served_steps(handlers.translator)
+        default = handlers.default_steps(names[0])
         steps = gr.Slider(1, serving.MAX_STEPS, value=default, step=1, label="Steps")
         method = gr.Dropdown(
             list(METHODS), value=handlers.translator.default_method, label="Solver"
         )
+    direction.change(handlers.default_steps, direction, steps, api_visibility="undocumented")
     return [direction, steps, method]
 
 

@@ -36,8 +36,8 @@ def checkpoint(tmp_path_factory, tiny_vae):
 
     rng = np.random.default_rng(0)
     translator = tiny_translator(tiny_vae, "circles", "squares")
-    # the checkpoint's default step count and solver
-    translator.info.config = {"sample": {"steps": 3, "method": "midpoint"}}
+    # the checkpoint's default step counts (B -> A its own) and solver
+    translator.info.config = {"sample": {"steps": 3, "b2a_steps": 5, "method": "midpoint"}}
     translator.examples = {
         "a2b": [draw_shape("A", 16, rng) for _ in range(2)],
         "b2a": [draw_shape("B", 16, rng) for _ in range(2)],
@@ -86,10 +86,19 @@ def test_binds_to_localhost_without_share_link_by_default(server):
     assert demo.server_name == "127.0.0.1" and demo.share_url is None
 
 
-def test_the_step_sliders_and_solvers_start_at_the_checkpoint_default(server):
+def test_the_step_sliders_and_solvers_start_at_the_checkpoint_default(server, checkpoint, tmp_path):
+    from translate_app.app import _Handlers
+
+    from translate import Translator
+
     demo, _ = server
     sliders = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Steps"]
-    assert len(sliders) == 2 and all(slider.value == 3 for slider in sliders)
+    assert len(sliders) == 2 and all(slider.value == 3 for slider in sliders)  # A -> B first
+    # the step count follows the direction: the checkpoint's own for the chosen one
+    followers = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "default_steps"]
+    assert len(followers) == 2
+    handlers = _Handlers(Translator.from_pretrained(checkpoint, device="cpu"), tmp_path, 1, 16)
+    assert [handlers.default_steps(label) for label in handlers.labels] == [3, 5]
     solvers = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Solver"]
     assert len(solvers) == 2 and all(solver.value == "midpoint" for solver in solvers)
 
@@ -102,6 +111,8 @@ def test_a_request_without_settings_takes_the_checkpoint_default(checkpoint, rgb
     handlers = _Handlers(Translator.from_pretrained(checkpoint, device="cpu"), tmp_path, 1, 16)
     image, strip, _ = handlers.translate_one(str(rgba_image), "a2b", None, None, 1.0)
     assert len(strip) == 4  # the source and the checkpoint's 3 steps
+    _, strip, _ = handlers.translate_one(str(rgba_image), "b2a", None, None, 1.0)
+    assert len(strip) == 6  # B -> A: its own 5
     named, _, _ = handlers.translate_one(str(rgba_image), "a2b", 3, "midpoint", 1.0)
     assert image.tobytes() == named.tobytes()  # and its solver
 

@@ -24,6 +24,15 @@ def test_overrides_are_typed():
     )
 
 
+def test_each_direction_has_its_own_step_count():
+    cfg = load_config(None, [])
+    assert (cfg.sample.steps_of("a2b"), cfg.sample.steps_of("b2a")) == (4, 8)
+    cfg = load_config(None, ["sample.steps=3", "sample.b2a_steps=null"])
+    assert (cfg.sample.steps_of("a2b"), cfg.sample.steps_of("b2a")) == (3, 3)
+    cfg = load_config(None, ["sample.a2b_steps=6"])
+    assert (cfg.sample.steps_of("a2b"), cfg.sample.steps_of("b2a")) == (6, 8)
+
+
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["train.stepz=3"])
@@ -50,6 +59,8 @@ def test_wrong_type_is_one_line():
         ("sample.method=heun", "euler, midpoint, rk4, dopri5"),
         ("train.steps=0", "positive"),
         ("sample.steps=0", "sample.steps must be positive"),
+        ("sample.b2a_steps=0", "sample.b2a_steps must be positive"),
+        ("sample.a2b_steps=-2", "sample.a2b_steps must be positive"),
         ("model.attention=[true]", "one entry per"),
         ("flow.sinkhorn_reg=-0.1", "sinkhorn_reg must be >= 0"),
         ("flow.unbalanced_tau=0", "unbalanced_tau must lie in"),

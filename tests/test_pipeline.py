@@ -279,19 +279,49 @@ def test_a_conditioned_checkpoint_round_trips_and_refuses_a_mismatched_config(
         Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
 
 
+def test_each_direction_takes_its_own_default_steps(translator, images, tmp_path):
+    """sample.<direction>_steps, where set, replaces sample.steps for that direction alone: in
+    calls, the app's requests and the model card."""
+    from helpers import draw_shape
+
+    from translate.serving import model_card, served_steps, translate_upload
+
+    translator.info.config = {"sample": {"steps": 2, "a2b_steps": None, "b2a_steps": 5}}
+    assert (translator.default_steps("a2b"), translator.default_steps("b2a")) == (2, 5)
+    forward = translator(images[:1], "a2b", return_trajectory=True)[0]
+    backward = translator(images[:1], "b2a", return_trajectory=True)[0]
+    assert (len(forward), len(backward)) == (3, 6)  # the source and each step
+    assert backward.times == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
+    assert [im.tobytes() for im in translator(images, "b2a")] == [
+        im.tobytes() for im in translator(images, "b2a", steps=5)
+    ]
+    assert "| Default steps | A→B 2, B→A 5 (euler) |" in model_card(translator)
+    upload = tmp_path / "upload.png"
+    draw_shape("B", 20, np.random.default_rng(0)).save(upload)
+    assert len(translate_upload(translator, upload, "b2a").frames) == 6
+    assert len(translate_upload(translator, upload, "a2b").frames) == 3
+    assert (served_steps(translator, "a2b"), served_steps(translator, "b2a")) == (2, 5)
+    # a broken per-direction count falls back to sample.steps, not to the fallback
+    translator.info.config = {"sample": {"steps": 3, "b2a_steps": "many", "a2b_steps": 0}}
+    assert (translator.default_steps("a2b"), translator.default_steps("b2a")) == (3, 3)
+
+
 def test_a_call_without_steps_takes_the_checkpoint_sample_steps(translator, images, tmp_path):
     from helpers import draw_shape
 
     from translate.pipeline import FALLBACK_STEPS
     from translate.serving import MAX_STEPS, model_card, translate_upload
 
-    assert translator.default_steps == FALLBACK_STEPS  # a config without sample.steps
+    assert translator.default_steps("a2b") == FALLBACK_STEPS  # a config without sample.steps
+    with pytest.raises(ValueError, match="direction must be one of"):
+        translator.default_steps("sideways")
     translator.info.config = {"sample": {"steps": 3}}
     (path,) = translator(images[:1], return_trajectory=True)
     assert len(path) == 4  # the source and 3 steps
     translator.save_pretrained(tmp_path / "ckpt")
     loaded = Translator.from_pretrained(tmp_path / "ckpt", device="cpu")
-    assert loaded.default_steps == 3 and "| Default steps | 3" in model_card(loaded)
+    assert loaded.default_steps("a2b") == loaded.default_steps("b2a") == 3
+    assert "| Default steps | 3 (euler) |" in model_card(loaded)
     solution = loaded.translate_latents(torch.randn(1, 4, 8, 8), return_trajectory=True)
     assert solution.times.tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
     assert [im.tobytes() for im in loaded(images)] == [
@@ -303,7 +333,7 @@ def test_a_call_without_steps_takes_the_checkpoint_sample_steps(translator, imag
     broken = ({"sample": {"steps": "many"}}, {"sample": None}, {"sample": {"steps": 0}})
     for config in (*broken, {"sample": {"steps": True}}, {"sample": {"steps": 2.5}}):
         translator.info.config = config
-        assert translator.default_steps == FALLBACK_STEPS
+        assert translator.default_steps("a2b") == FALLBACK_STEPS
     # a request without steps may not hold the queue longer than one that names them
     translator.info.config = {"sample": {"steps": MAX_STEPS + 1000}}
     assert len(translate_upload(translator, upload).frames) == MAX_STEPS + 1

@@ -85,6 +85,9 @@ def test_kill_resume_finish_translate(workspace, folders):
     # the held-out sample-grid sources travel with the checkpoint as examples to try
     assert sorted(translator.examples) == ["a2b", "b2a"]
     assert all(im.size == (16, 16) for ims in translator.examples.values() for im in ims)
+    # the resolved config's per-direction step counts travel with it (tiny.yaml: 2, and B -> A
+    # the default's own 8)
+    assert (translator.default_steps("a2b"), translator.default_steps("b2a")) == (2, 8)
     source = folders / "testA" / "000.png"
     for direction in ("a2b", "b2a"):
         for method in ("euler", "dopri5"):

@@ -66,7 +66,11 @@ def convert_main(argv: list[str] | None = None) -> int:
         "--direction", default="a2b", choices=DIRECTIONS, help="a2b: A -> B; b2a: B -> A"
     )
     parser.add_argument(
-        "--steps", type=int, default=None, help="ODE steps (default: the checkpoint's sample.steps)"
+        "--steps",
+        type=int,
+        default=None,
+        help="ODE steps (default: the checkpoint's own for the direction, "
+        "sample.<direction>_steps or sample.steps)",
     )
     parser.add_argument(
         "--method",

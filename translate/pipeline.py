@@ -7,7 +7,7 @@ hub reference to the VAE in ``translator.json``, and optionally ``examples/a2b/*
 
 >>> from translate import Translator
 >>> tr = Translator.from_pretrained("runs/emoji/checkpoint-final", device="cpu")
->>> out = tr(images, direction="a2b")  # list[PIL.Image]: tr.default_steps of tr.default_method
+>>> out = tr(images, direction="a2b")  # list[PIL.Image], in tr.default_steps("a2b") steps
 >>> paths = tr(images, direction="b2a", steps=8, return_trajectory=True)  # Trajectory each
 >>> paths[0].times  # [1.0, 0.875, ..., 0.0]: the time of each of its frames
 """
@@ -279,16 +279,21 @@ class Translator:
         sample = self.info.config.get("sample")
         return sample.get(key) if isinstance(sample, dict) else None
 
-    @property
-    def default_steps(self) -> int:
-        """Solver steps used when a call names none: the training config's ``sample.steps``,
-        the step count its sample grids were drawn with (the default recipe's 4, the number of
-        Euler steps its adversarial term and reflow round train for), or ``FALLBACK_STEPS``
-        for a checkpoint whose config has none."""
-        steps = self._sample_setting("steps")
-        if isinstance(steps, bool) or not _whole(steps, 1, math.inf):
-            return FALLBACK_STEPS
-        return int(steps)
+    def default_steps(self, direction: str) -> int:
+        """Solver steps ``direction`` ("a2b" or "b2a") uses when a call names none: the
+        training config's ``sample.<direction>_steps``, else its ``sample.steps`` (the step
+        counts its sample grids were drawn with: the default recipe's 4 A -> B, the number of
+        Euler steps its adversarial term and reflow round train for, and 8 B -> A), or
+        ``FALLBACK_STEPS`` for a checkpoint whose config has neither.
+
+        Raises ValueError for another direction."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        for key in (f"{direction}_steps", "steps"):
+            steps = self._sample_setting(key)
+            if not isinstance(steps, bool) and _whole(steps, 1, math.inf):
+                return int(steps)
+        return FALLBACK_STEPS
 
     @property
     def default_method(self) -> str:
@@ -537,7 +542,7 @@ class Translator:
 
         A source-noised model starts from ``start(latents, seed, noise)``."""
         TranslationOptions(direction, steps, method, strength, seed, guidance)  # ValueError
-        steps = self.default_steps if steps is None else int(steps)
+        steps = self.default_steps(direction) if steps is None else int(steps)
         method = self.default_method if method is None else method
         if guidance is not None and guidance != 1 and self.guide is None:
             raise ValueError(_no_guide(guidance))  # before any work

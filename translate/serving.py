@@ -82,10 +82,10 @@ def open_upload(
     return read_source(path)
 
 
-def served_steps(translator: Translator) -> int:
-    """The step count a request without one gets: the checkpoint's ``default_steps``, at most
-    ``MAX_STEPS``."""
-    return min(translator.default_steps, MAX_STEPS)
+def served_steps(translator: Translator, direction: str) -> int:
+    """The step count a request for ``direction`` without one gets: the checkpoint's
+    ``default_steps(direction)``, at most ``MAX_STEPS``."""
+    return min(translator.default_steps(direction), MAX_STEPS)
 
 
 def check_settings(
@@ -120,7 +120,7 @@ def translate_upload(
     """Translate one uploaded file at its own size, with the path's frames; ``steps`` None:
     ``served_steps``; ``method`` and ``guidance`` None: the checkpoint's own."""
     check_settings(direction, steps, method, strength, seed, guidance)
-    steps = served_steps(translator) if steps is None else int(steps)
+    steps = served_steps(translator, direction) if steps is None else int(steps)
     source = open_upload(path, max_mb, max_megapixels)
     (frames,) = translator(
         [source.rgb],
@@ -159,7 +159,7 @@ def translate_many(
     ``guidance`` None: the checkpoint's own.
     """
     check_settings(direction, steps, method, strength, seed, guidance)
-    steps = served_steps(translator) if steps is None else int(steps)
+    steps = served_steps(translator, direction) if steps is None else int(steps)
     names = list(names) if names is not None else [Path(p).name for p in paths]
     good: list[tuple[str, SourceImage]] = []
     failed: list[tuple[str, str]] = []
@@ -242,6 +242,14 @@ def trajectory_gif(frames: Sequence[Image.Image], target: str | Path, ms: int = 
     return target
 
 
+def _steps_text(translator: Translator) -> str:
+    """``4``, or ``A→B 4, B→A 8`` where the directions' default step counts differ."""
+    steps = {d: served_steps(translator, d) for d in ("a2b", "b2a")}
+    if steps["a2b"] == steps["b2a"]:
+        return str(steps["a2b"])
+    return f"A→B {steps['a2b']}, B→A {steps['b2a']}"
+
+
 def model_card(translator: Translator) -> str:
     """A short Markdown description of the loaded checkpoint."""
     info = translator.info
@@ -256,7 +264,7 @@ def model_card(translator: Translator) -> str:
         ("Training steps", f"{info.step:,}"),
         ("Objective", objective),
         ("VAE", vae),
-        ("Default steps", f"{served_steps(translator)} ({translator.default_method})"),
+        ("Default steps", f"{_steps_text(translator)} ({translator.default_method})"),
     ]
     if translator.guided:
         arrows = {"a2b": "A→B", "b2a": "B→A"}

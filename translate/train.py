@@ -872,7 +872,7 @@ class Trainer:
         rows = []
         for direction, sources, latents in self._sample_sources():
             solution = translator.translate_latents(
-                latents, direction, self.cfg.sample.steps, self.cfg.sample.method
+                latents, direction, self.cfg.sample.steps_of(direction), self.cfg.sample.method
             )
             rows += [sources, translator.decode(solution.x)]
         names = (self.data.source.name_a, self.data.source.name_b)
