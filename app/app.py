@@ -91,11 +91,6 @@ class _Handlers:
             raise gr.Error(f"direction must be one of: {', '.join(self.labels)}")
         return self.labels[label]
 
-    def default_steps(self, direction: str) -> int:
-        """The checkpoint's step count for a direction label (``serving.served_steps``): what
-        the page's steps slider shows when the direction changes."""
-        return serving.served_steps(self.translator, self.direction_of(direction))
-
     def default_guidance(self, direction: str) -> float:
         """The checkpoint's autoguidance weight for a direction label: what the page's guidance
         slider shows when the direction changes."""
@@ -117,7 +112,7 @@ class _Handlers:
                 self.translator,
                 _upload_path(image),
                 self.direction_of(direction),
-                None if steps is None else int(steps),
+                _steps(steps),
                 solver,
                 float(strength),
                 self.max_upload_mb,
@@ -149,7 +144,7 @@ class _Handlers:
                 self.translator,
                 paths,
                 self.direction_of(direction),
-                None if steps is None else int(steps),
+                _steps(steps),
                 solver,
                 max_mb=self.max_upload_mb,
                 names=names,
@@ -166,19 +161,37 @@ class _Handlers:
         return [(im, name) for name, im in results], zip_path, report
 
 
+def _steps(steps: float | None) -> int | None:
+    """The page's step count: 0 (and None) is the checkpoint's own for the direction."""
+    return None if steps is None or int(steps) == 0 else int(steps)
+
+
 def _path_settings(handlers: _Handlers) -> list:
     """The direction, step count and solver inputs that both tabs share; they start at the
-    checkpoint's own (``serving.served_steps``, ``Translator.default_method``), and the step
-    count follows the direction's changes (a checkpoint may take more steps one way)."""
+    checkpoint's own: steps 0, which stands for the checkpoint's count for the chosen direction
+    (``serving.served_steps``; a checkpoint may take more steps one way, and an API call that
+    leaves the steps out gets 0 too), and ``Translator.default_method``."""
     names = list(handlers.labels)
     direction = gr.Radio(names, value=names[0], label="Direction")
+    own = {d: serving.served_steps(handlers.translator, d) for d in ("a2b", "b2a")}
+    arrows = {"a2b": "A→B", "b2a": "B→A"}
+    counts = (
+        f"{own['a2b']}"
+        if own["a2b"] == own["b2a"]
+        else ", ".join(f"{arrows[d]} {own[d]}" for d in arrows)
+    )
     with gr.Row():
-        default = handlers.default_steps(names[0])
-        steps = gr.Slider(1, serving.MAX_STEPS, value=default, step=1, label="Steps")
+        steps = gr.Slider(
+            0,
+            serving.MAX_STEPS,
+            value=0,
+            step=1,
+            label="Steps",
+            info=f"0: the checkpoint's own ({counts})",
+        )
         method = gr.Dropdown(
             list(METHODS), value=handlers.translator.default_method, label="Solver"
         )
-    direction.change(handlers.default_steps, direction, steps, api_visibility="undocumented")
     return [direction, steps, method]
 
 

@@ -86,19 +86,12 @@ def test_binds_to_localhost_without_share_link_by_default(server):
     assert demo.server_name == "127.0.0.1" and demo.share_url is None
 
 
-def test_the_step_sliders_and_solvers_start_at_the_checkpoint_default(server, checkpoint, tmp_path):
-    from translate_app.app import _Handlers
-
-    from translate import Translator
-
+def test_the_step_sliders_and_solvers_start_at_the_checkpoint_default(server):
     demo, _ = server
     sliders = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Steps"]
-    assert len(sliders) == 2 and all(slider.value == 3 for slider in sliders)  # A -> B first
-    # the step count follows the direction: the checkpoint's own for the chosen one
-    followers = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "default_steps"]
-    assert len(followers) == 2
-    handlers = _Handlers(Translator.from_pretrained(checkpoint, device="cpu"), tmp_path, 1, 16)
-    assert [handlers.default_steps(label) for label in handlers.labels] == [3, 5]
+    # 0: the checkpoint's own for the chosen direction, which the slider names
+    assert len(sliders) == 2 and all(slider.value == 0 for slider in sliders)
+    assert all("A→B 3, B→A 5" in slider.info for slider in sliders)
     solvers = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Solver"]
     assert len(solvers) == 2 and all(solver.value == "midpoint" for solver in solvers)
 
@@ -111,8 +104,11 @@ def test_a_request_without_settings_takes_the_checkpoint_default(checkpoint, rgb
     handlers = _Handlers(Translator.from_pretrained(checkpoint, device="cpu"), tmp_path, 1, 16)
     image, strip, _ = handlers.translate_one(str(rgba_image), "a2b", None, None, 1.0)
     assert len(strip) == 4  # the source and the checkpoint's 3 steps
-    _, strip, _ = handlers.translate_one(str(rgba_image), "b2a", None, None, 1.0)
-    assert len(strip) == 6  # B -> A: its own 5
+    for steps in (None, 0):  # 0: the page's and an API call's default
+        _, strip, _ = handlers.translate_one(str(rgba_image), "b2a", steps, None, 1.0)
+        assert len(strip) == 6  # B -> A: its own 5
+        gallery, _, _ = handlers.translate_batch([str(rgba_image)], "a2b", steps, None)
+        assert len(gallery) == 1
     named, _, _ = handlers.translate_one(str(rgba_image), "a2b", 3, "midpoint", 1.0)
     assert image.tobytes() == named.tobytes()  # and its solver
 
@@ -171,7 +167,7 @@ def test_bad_uploads_get_a_short_error_and_the_server_keeps_serving(client, tmp_
         message = str(caught.value)
         assert "Traceback" not in message, name
         assert len(message.splitlines()) <= 2, (name, message)
-    for settings in ({"steps": 0}, {"strength": 0.0}, {"solver": "magic"}, {"direction": "up"}):
+    for settings in ({"steps": -1}, {"strength": 0.0}, {"solver": "magic"}, {"direction": "up"}):
         with pytest.raises(Exception, match="must"):
             _translate(client, tmp_path / "good.png", **settings)
     output, _, _ = _translate(client, tmp_path / "good.png")

@@ -247,7 +247,8 @@ def test_help_shows_the_defaults(capsys):
         convert_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     defaults = (
-        "(default: the checkpoint's sample.steps)",
+        "(default: the checkpoint's own for the direction, sample.<direction>_steps or "
+        "sample.steps)",
         "(default: a2b)",
         "(default: the checkpoint's sample.method)",
     )

@@ -216,6 +216,8 @@ def test_the_judge_of_a_disjoint_run_learns_from_every_training_image(two_checkp
     """data.disjoint keeps half of each domain's training items for the run; the domain
     classifier still learns from all of them, while the nearest-neighbour baseline and the
     memorisation check keep to the run's own training targets."""
+    from safetensors import safe_open
+
     root, (first, _) = two_checkpoints
     data = root / "data"
     (root / "disjoint.yaml").write_text(
@@ -230,13 +232,22 @@ def test_the_judge_of_a_disjoint_run_learns_from_every_training_image(two_checkp
     assert run["a"] + run["b"] == 10 and 0 < run["a"] < 10  # each item in one domain only
     report = (out / "report.md").read_text()
     assert f"where the run trained on {run['a']} and {run['b']}" in report
+    assert result["classifier_whole_split"] is True
     # the judge is the one an evaluation on the whole data gets: the same weights, bit for bit
     whole = root / "report-whole"
     argv = [str(first), "--data-config", str(root / "data.yaml"), "--steps", "1"]
     assert eval_main([*argv, "--method", "euler", "--direction", "a2b", "--out", str(whole)]) == 0
-    judges = [(d / "classifier.safetensors").read_bytes() for d in (whole, out)]
-    assert judges[0] == judges[1]
-    assert json.loads((whole / "metrics.json").read_text())["training_images"] == {"a": 10, "b": 10}
+    judges = []
+    for folder in (whole, out):
+        with safe_open(str(folder / "classifier.safetensors"), "pt") as f:
+            judges.append((f.metadata(), {k: f.get_tensor(k) for k in f.keys()}))  # noqa: SIM118
+    assert judges[0][0] == judges[1][0]  # the same cache key: the same images
+    assert judges[0][1].keys() == judges[1][1].keys()
+    assert all(torch.equal(judges[0][1][k], judges[1][1][k]) for k in judges[0][1])
+    whole_meta = json.loads((whole / "metrics.json").read_text())
+    assert whole_meta["training_images"] == {"a": 10, "b": 10}
+    assert whole_meta["classifier_whole_split"] is False
+    assert "where the run trained on" not in (whole / "report.md").read_text()
 
 
 def test_an_unreliable_classifier_is_said_so_in_one_line():

@@ -390,8 +390,9 @@ def guide_step(cfg: Config) -> int:
 class SampleConfig:
     count: int = 8  # test images per direction in each sample grid
     # ODE steps of the grids, and the exported checkpoint's default for translation (CLI, app,
-    # converter: Translator.default_steps); 4 = the steps the adversarial term and the reflow
-    # round train for (docs/SHARPNESS.md §5: 4 Euler steps beat 8 A -> B)
+    # converter: Translator.default_steps), in each direction whose own count below is null;
+    # 4 = the steps the adversarial term and the reflow round train for (docs/SHARPNESS.md §5:
+    # 4 Euler steps beat 8 A -> B)
     steps: int = 4
     # per direction, the same in place of ``steps``; null: ``steps``. B -> A takes 8: more
     # realistic and more often judged the target domain than at 4 in five runs of five, with

@@ -203,6 +203,7 @@ def evaluate(
         classifier_recognised=recognised,
         classifier_train_images={"a": len(judge_a.names), "b": len(judge_b.names)},
         training_images={"a": len(train_a.names), "b": len(train_b.names)},
+        classifier_whole_split=data.disjoint,  # the judge learned from more than the run
         seed=opts.seed,
         vae_fingerprints=[tr.codec.fingerprint() for tr in translators],
     )

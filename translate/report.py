@@ -170,15 +170,15 @@ def vae_note(meta: dict) -> str | None:
 
 
 def _judge_data(meta: dict) -> str:
-    """``; all N and M of them, …``: said when the classifier saw more training images than
-    the run did (a ``data.disjoint`` run keeps part of them; the judge learns from them all)."""
+    """``; for this data.disjoint run, the whole training split: …``: said when the classifier
+    learned from the source's whole training split and the run from part of it."""
     judged, run = meta.get("classifier_train_images"), meta.get("training_images")
-    if not judged or not run or judged == run:
+    if not meta.get("classifier_whole_split") or not judged or not run:
         return ""
     a, b = meta["domains"]
     return (
-        f"; all {judged['a']} {a} and {judged['b']} {b} of them, where the run trained on "
-        f"{run['a']} and {run['b']}"
+        f"; for this `data.disjoint` run, the whole training split: {judged['a']} {a} and "
+        f"{judged['b']} {b} images, where the run trained on {run['a']} and {run['b']}"
     )
 
 
