@@ -173,13 +173,7 @@ def _path_settings(handlers: _Handlers) -> list:
     leaves the steps out gets 0 too), and ``Translator.default_method``."""
     names = list(handlers.labels)
     direction = gr.Radio(names, value=names[0], label="Direction")
-    own = {d: serving.served_steps(handlers.translator, d) for d in ("a2b", "b2a")}
-    arrows = {"a2b": "A→B", "b2a": "B→A"}
-    counts = (
-        f"{own['a2b']}"
-        if own["a2b"] == own["b2a"]
-        else ", ".join(f"{arrows[d]} {own[d]}" for d in arrows)
-    )
+    counts = serving.default_steps_text(handlers.translator)
     with gr.Row():
         steps = gr.Slider(
             0,

@@ -242,8 +242,9 @@ def trajectory_gif(frames: Sequence[Image.Image], target: str | Path, ms: int = 
     return target
 
 
-def _steps_text(translator: Translator) -> str:
-    """``4``, or ``A→B 4, B→A 8`` where the directions' default step counts differ."""
+def default_steps_text(translator: Translator) -> str:
+    """The served default step counts: ``4``, or ``A→B 4, B→A 8`` where the directions'
+    differ (the model card and the app's steps slider show it)."""
     steps = {d: served_steps(translator, d) for d in ("a2b", "b2a")}
     if steps["a2b"] == steps["b2a"]:
         return str(steps["a2b"])
@@ -264,7 +265,7 @@ def model_card(translator: Translator) -> str:
         ("Training steps", f"{info.step:,}"),
         ("Objective", objective),
         ("VAE", vae),
-        ("Default steps", f"{_steps_text(translator)} ({translator.default_method})"),
+        ("Default steps", f"{default_steps_text(translator)} ({translator.default_method})"),
     ]
     if translator.guided:
         arrows = {"a2b": "A→B", "b2a": "B→A"}
