@@ -42,7 +42,7 @@ from common import add_guidance_option, guidance_used, table, write_json
 from translate import Translator
 from translate.autoencoder import _as_float, _load_pixels
 from translate.coupling import ExactOTCoupler, SinkhornCoupler, UnbalancedCoupler, pairwise_cost
-from translate.evaluate import SKIN_TONES
+from translate.skin_tone import SKIN_TONES
 
 
 def paired_files(data: Path, split: str) -> tuple[list[Path], list[Path]]:

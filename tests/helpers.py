@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from diffusers import AutoencoderKL
 from PIL import Image, ImageDraw
+
+from translate.skin_tone import SKIN_TONES
 
 
 def save_tiny_vae(path: Path, latent_channels: int = 4, seed: int = 0) -> Path:
@@ -111,3 +114,46 @@ def torchrun(*args, cwd: Path, timeout: int = 300):
         *map(str, args),
     ]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+# two emoji sets' five skin colours (RGB), drawn apart like OpenMoji's and Twemoji's
+PALETTE_A = [(250, 220, 188), (222, 187, 144), (193, 154, 101), (165, 121, 57), (106, 70, 47)]
+PALETTE_B = [(247, 222, 206), (243, 210, 162), (213, 171, 136), (175, 126, 87), (124, 83, 62)]
+CLOTHES = [(40, 90, 200), (200, 40, 40), (60, 160, 60), (250, 200, 40)]
+
+
+def _rgb255_to_unit(colour) -> torch.Tensor:
+    return torch.tensor(colour, dtype=torch.float32).view(3, 1, 1) / 127.5 - 1
+
+
+def toned_figure(face, clothes, outline=True, shift=0, hair=None, size=32) -> torch.Tensor:
+    """A ``size`` px figure on white (drawn on a 32 px grid, scaled): a black-outlined square
+    face of colour ``face`` above a shirt, with a strip of ``hair`` larger than the face when
+    given."""
+    k = size // 32 if size >= 32 else None
+
+    def at(v: int) -> int:  # a 32 px grid coordinate at this size
+        return v * k if k else v * size // 32
+
+    image = torch.ones(3, size, size)
+    if hair is not None:
+        image[:, :, 0 : at(5)] = _rgb255_to_unit(hair)
+    top = 4 + shift
+    if outline:
+        image[:, at(top - 1) : at(top + 13), at(9) : at(23)] = -1
+    image[:, at(top) : at(top + 12), at(10) : at(22)] = _rgb255_to_unit(face)
+    image[:, at(20) : at(30), at(6) : at(26)] = _rgb255_to_unit(clothes)
+    return image
+
+
+def toned_emoji_set(palette, shift=0, size=32):
+    """Four figures (1f466..1f469) in each of the five tones: (images, names)."""
+    images, names = [], []
+    for base in range(4):
+        for tone, modifier in enumerate(SKIN_TONES):
+            # the darkest tone's figures have near-black hair, a colour of that tone alone
+            hair = (11, 2, 0) if tone == 4 else None
+            figure = toned_figure(palette[tone], CLOTHES[base], shift=shift, hair=hair, size=size)
+            images.append(figure)
+            names.append(f"1f46{6 + base}-{modifier}")
+    return torch.stack(images), names

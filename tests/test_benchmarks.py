@@ -360,3 +360,32 @@ def test_guidance_interval_guides_only_inside_its_interval(repo, tmp_path, tiny_
         whole, never, half = (guided[(m, direction)] for m in ("s0-1", "s0-0", "s0-0.5"))
         assert never["l2"] == alone[("s0-1", direction)]["l2"]
         assert len({whole["l2"], never["l2"], half["l2"]}) == 3
+
+
+def test_skin_tone_keeps_every_tone_of_the_counterparts(repo, tmp_path, tiny_vae):
+    """Two sets of toned figures with the same names: the counterparts keep every tone, each
+    set's palette is found, and the checkpoint's rows cover both directions."""
+    from helpers import PALETTE_A, PALETTE_B, tiny_translator, toned_emoji_set
+
+    from translate.images import to_pil
+
+    for domain, colours in (("A", PALETTE_A), ("B", PALETTE_B)):
+        folder = tmp_path / "data" / f"test{domain}"
+        folder.mkdir(parents=True)
+        images, names = toned_emoji_set(colours, size=16)  # the tiny model's resolution
+        for image, name in zip(to_pil(images), names, strict=True):
+            image.save(folder / f"{name}.png")
+    tiny_translator(tiny_vae).save_pretrained(tmp_path / "ckpt")
+    args = [str(tmp_path / "ckpt"), "--data", str(tmp_path / "data"), "--a2b-steps", "1"]
+    result = _run(repo, tmp_path, "skin_tone", *args, "--b2a-steps", "2")
+    for domain, colours in (("A", PALETTE_A), ("B", PALETTE_B)):
+        found = torch.tensor(result["palettes"][domain])
+        assert (found - torch.tensor(colours, dtype=torch.float32)).abs().max() <= 1
+    rows = {(r["model"], r["direction"]): r for r in result["rows"]}
+    models = ("identity", "counterpart", "ckpt")
+    assert set(rows) == {(m, d) for m in models for d in ("a2b", "b2a")}
+    for direction in ("a2b", "b2a"):
+        assert rows[("counterpart", direction)]["kept"] == 1.0
+        assert rows[("counterpart", direction)]["measured"] == 20
+    assert result["settings"]["ckpt a2b"]["steps"] == 1
+    assert result["settings"]["ckpt b2a"]["steps"] == 2

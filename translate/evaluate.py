@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from translate import metrics
+from translate import metrics, skin_tone
 from translate.config import DataConfig, config_from_dict
 from translate.data import open_source
 from translate.errors import TranslateError
@@ -36,8 +36,6 @@ TRAIN_CAP = 4000  # training images per domain for the classifier and the NN bas
 # below this share of a domain's real split images recognised, the classifier's domain success
 # is flagged as unreliable (a domain with few training images, or two it cannot tell apart)
 TRUSTED_RECOGNITION = 0.9
-# Unicode's skin-tone modifiers (U+1F3FB..U+1F3FF) as they appear in emoji file names
-SKIN_TONES = ("1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff")
 
 
 @dataclass
@@ -281,7 +279,13 @@ class _Scorer:
         by_name = {n: i for i, n in enumerate(tgt.names)}
         pairs = [by_name.get(n, -1) for n in src.names]
         self.paired = torch.tensor([p >= 0 for p in pairs])
-        self.skin_toned = torch.tensor([any(m in n for m in SKIN_TONES) for n in src.names])
+        self.skin_toned = torch.tensor([skin_tone.has_tone(n) for n in src.names])
+        # each set's colour of each skin tone, read from its evaluated images (None: too few
+        # toned emoji, or names without modifiers: the skin-tone scores are left out)
+        self.palettes = (
+            skin_tone.palette(src.pixels, src.names),
+            skin_tone.palette(tgt.pixels, tgt.names),
+        )
         self.truth = torch.tensor(pairs) if self.paired.any() else None
         self.train_targets: torch.Tensor | None = None  # (m, 3, R, R): the memorisation check
         self.target_feats = feats(tgt.pixels)  # encoded once, for every row
@@ -317,6 +321,7 @@ class _Scorer:
             scores["memorisation"] = metrics.memorisation_ratio(
                 out, self.tgt.pixels, self.train_targets
             )
+        scores.update(self._tone_scores(out))
         success = self.classifier.success(out, self.direction)
         scores["success"] = success.float().mean().item()
         if self.truth is not None:
@@ -338,6 +343,20 @@ class _Scorer:
                     skin_lightness=colour["lightness"][skin].mean().item(),
                 )
         return scores
+
+    def _tone_scores(self, out: torch.Tensor) -> dict[str, float]:
+        """``tone_kept`` (share), ``tone_delta_e`` and ``tone_lightness`` (means over the
+        emoji whose translated skin was found) of ``skin_tone.tone_scores``; {} if unmeasured."""
+        if any(p is None for p in self.palettes):
+            return {}
+        tones = skin_tone.tone_scores(out, self.src.pixels, self.src.names, *self.palettes)
+        if not len(tones.index):
+            return {}
+        return {
+            "tone_kept": tones.kept.float().mean().item(),
+            "tone_delta_e": tones.delta_e.nanmean().item(),
+            "tone_lightness": tones.lightness.nanmean().item(),
+        }
 
 
 def _ceilings(tr: Translator, targets: torch.Tensor, count: int, opts: EvalOptions):

@@ -25,8 +25,11 @@ COLUMNS = [
     ("top1", "top-1 ↑", "{:.1%}", True),
     ("top5", "top-5 ↑", "{:.1%}", True),
     ("gt_delta_e", "GT ΔE ↓", "{:.2f}", False),
-    ("skin_delta_e", "skin ΔE ↓", "{:.2f}", False),
-    ("skin_lightness", "skin ΔL* →0", "{:+.2f}", False),
+    ("skin_delta_e", "toned ΔE ↓", "{:.2f}", False),
+    ("skin_lightness", "toned ΔL*", "{:+.2f}", False),
+    ("tone_kept", "tone kept ↑", "{:.1%}", True),
+    ("tone_delta_e", "tone ΔE ↓", "{:.2f}", False),
+    ("tone_lightness", "tone ΔL* →0", "{:+.2f}", False),
     ("sharpness", "sharpness →1", "{:.3f}", True),
     ("memorisation", "memorisation →1", "{:.3f}", True),
     ("straightness", "straightness ↓", "{:.4f}", False),
@@ -105,10 +108,15 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         "distance to the nearest training target over that of real held-out targets (well below "
         "1 = copies of training images)",
         "- colour: `GT ΔE` is the mean CIE76 colour difference to the true counterpart; the "
-        "`skin` columns take only the emoji with a skin-tone modifier (U+1F3FB–U+1F3FF), and "
-        "`skin ΔL*` is their mean lightness shift on the counterpart's figure (negative = "
-        "darker; the identity's row is how much lighter the source set draws skin than the "
-        "target set, so it differs by direction)",
+        "`toned` columns take only the emoji with a skin-tone modifier (U+1F3FB–U+1F3FF), and "
+        "`toned ΔL*` is their mean lightness shift over the counterpart's whole figure "
+        "(negative = darker; skin, clothes and outlines together)",
+        "- skin tone: the translation's skin colour where the source shows its skin, against the "
+        "target set's colour of the same tone (each set's five colours read from its images); "
+        "`tone kept` is the share whose nearest target tone is the right one (the true "
+        "counterparts, in the `VAE reconstruction` row through the codec, do not reach 100 %: "
+        "the two sets draw a figure in slightly different places), `tone ΔE` the CIE76 distance "
+        "to that colour, `tone ΔL*` the lightness difference (negative = darker)",
         "- ceilings: `VAE reconstruction` is the real targets through the codec, `latent mix` "
         "the decoded midpoint of two real targets' latents (an average of partners looks so)",
         "- straightness is left out at 1 NFE (a single Euler step is straight by construction); "
