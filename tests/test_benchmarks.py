@@ -389,3 +389,14 @@ def test_skin_tone_keeps_every_tone_of_the_counterparts(repo, tmp_path, tiny_vae
         assert rows[("counterpart", direction)]["measured"] == 20
     assert result["settings"]["ckpt a2b"]["steps"] == 1
     assert result["settings"]["ckpt b2a"]["steps"] == 2
+
+
+def test_reflow_pairs_times_both_precisions_against_float32(repo, tmp_path, tiny_vae):
+    from helpers import tiny_translator
+
+    tiny_translator(tiny_vae).save_pretrained(tmp_path / "ckpt")
+    args = ["--checkpoint", str(tmp_path / "ckpt"), "--count", "6", "--nfe", "2", "--batch", "4"]
+    rows = _run(repo, tmp_path, "reflow_pairs", *args)["rows"]
+    assert [r["precision"] for r in rows] == ["float32", "bf16 autocast"]
+    assert rows[0]["max |diff|"] == 0.0  # float32 against itself
+    assert 0 < rows[1]["mean |diff|"] < 0.1 * rows[1]["latent std"]  # bf16: close, not equal

@@ -847,3 +847,35 @@ def test_a_state_written_on_another_kind_of_device_resumes(workspace, capsys):
     assert "was written on cuda; resuming on cpu" in out and "resumed from" in out
     assert not (tmp / "run" / "state" / "damaged-step-000003").exists()  # not set aside
     assert Translator.from_pretrained(final, device="cpu").info.step == 6
+
+
+@pytest.mark.parametrize("precision, expected", [("bf16", torch.bfloat16), ("no", None)])
+def test_reflow_pairs_are_drawn_in_the_runs_precision(workspace, monkeypatch, precision, expected):
+    from accelerate.state import AcceleratorState
+
+    from translate.reflow import ReflowPairs
+
+    tmp, _, config = workspace
+    seen = set()  # the autocast dtype (None: off) of every reflow translation
+    plain = Translator.translate_latents
+
+    def spy(self, latents, direction="a2b", steps=None, method=None, *args, **kwargs):
+        if steps == 2:  # reflow.nfe; the sample grids take 3
+            on = torch.is_autocast_enabled("cpu")
+            seen.add(torch.get_autocast_dtype("cpu") if on else None)
+        return plain(self, latents, direction, steps, method, *args, **kwargs)
+
+    monkeypatch.setattr(Translator, "translate_latents", spy)
+    settings = ("reflow.share=0.5", "reflow.nfe=2", "train.steps=4", "sample.steps=3")
+    out = tmp / f"run-{precision}"
+    # accelerate keeps one precision per process: start and leave with a fresh state
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        train_module.main(
+            config(*settings, f"train.mixed_precision={precision}", f"train.output_dir={out}")
+        )
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert seen == {expected}
+    pairs = ReflowPairs.load(out / "reflow" / "round-000002.safetensors", {})
+    assert pairs.x0.dtype == pairs.x1.dtype == torch.float32
