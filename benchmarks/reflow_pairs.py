@@ -5,8 +5,9 @@
 
 At a reflow round's first step the trainer translates every training latent with the EMA field
 in ``reflow.nfe`` Euler steps, unguided (``translate.reflow.generate_pairs``), in the run's
-autocast. This times the same translation of ``--count`` latents (standard normal, seeded: the
-speed does not depend on them) A -> B in float32 and under CPU bf16 autocast, and reports the
+autocast. This times the same translation of ``--count`` latents (standard normal, seeded,
+about as spread as real ones; one untimed warm-up batch per precision) A -> B in float32 and
+under CPU bf16 autocast, and reports the
 latents per second and the bf16 pairs' distance from the float32 ones (max and mean |diff|,
 and the latents' own standard deviation for scale). Result: docs/PERFORMANCE.md §11.
 """
@@ -41,6 +42,8 @@ def main() -> None:
 
     rows, outputs = [], {}
     for name, bf16 in (("float32", False), ("bf16 autocast", True)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # untimed warm-up
+            translate_all(translate, latents[: args.batch], "a2b", "cpu", args.batch)
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             outputs[name] = translate_all(translate, latents, "a2b", "cpu", args.batch)

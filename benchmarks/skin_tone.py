@@ -9,9 +9,10 @@ For the emoji of ``<split>A`` and ``<split>B`` whose file names carry one skin-t
 the checkpoint's own step count (``--a2b-steps`` / ``--b2a-steps`` override it) and
 autoguidance weight (``--guidance``), scored by ``skin_tone.tone_scores``. Two reference rows
 per direction: ``identity`` (the untranslated source) and ``counterpart`` (the real image of
-the same name in the target domain, where there is one). Per tone and over all: the share
-whose skin keeps its tone, and the mean lightness difference ΔL* to the target set's colour of
-that tone (negative: darker). Result and reading: docs/SHARPNESS.md ("The skin tone itself").
+the same name in the target domain, when every source has one). Per tone: the share whose skin
+keeps its tone and the mean lightness difference ΔL* to the target set's colour of that tone
+(negative: darker); over all: the share kept and the mean CIE76 ΔE. Result and reading:
+docs/SHARPNESS.md ("The skin tone itself").
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ TONE_NAMES = ("light", "medium-light", "medium", "medium-dark", "dark")
 
 
 def score_row(label: str, direction: str, translations, sources, palettes) -> dict:
-    """One table row: kept share and mean ΔL* per tone and over all measured emoji.
+    """One table row: kept share and mean ΔL* per tone; kept share and mean ΔE over all.
     ``palettes``: the source and the target set's colours, (5, 3) each."""
     scores = tone_scores(translations, sources.pixels, sources.names, *palettes)
     row = {"model": label, "direction": direction, "measured": len(scores.index)}

@@ -128,8 +128,8 @@ def _rgb255_to_unit(colour) -> torch.Tensor:
 
 def toned_figure(face, clothes, outline=True, shift=0, hair=None, size=32) -> torch.Tensor:
     """A ``size`` px figure on white (drawn on a 32 px grid, scaled): a black-outlined square
-    face of colour ``face`` above a shirt, with a strip of ``hair`` larger than the face when
-    given."""
+    face of colour ``face`` above a shirt, with a strip of ``hair`` (at 32 px larger than the
+    face) when given."""
     k = size // 32 if size >= 32 else None
 
     def at(v: int) -> int:  # a 32 px grid coordinate at this size

@@ -197,6 +197,7 @@ def test_full_command_writes_every_file_and_one_table(two_checkpoints, capsys):
     assert report.count("## ") == 2  # one table per direction, every model in it
     assert "run-a" in report and "run-b" in report and "latent-FD" in report
     assert "not FID" in report
+    assert "tone kept" not in report  # no emoji names: no skin-tone columns, no note on them
     fingerprints = result["vae_fingerprints"]  # both checkpoints carry copies of one VAE
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
     assert report.count(f"VAE `{fingerprints[0]}`") == 2  # on the realism and top-k lines

@@ -72,11 +72,11 @@ def test_the_evaluation_scores_tones_only_where_both_sets_name_them():
     sources, names = toned_emoji_set(PALETTE_A)
     truths, _ = toned_emoji_set(PALETTE_B)
 
-    def scorer(src_names):
+    def scorer(src_names, tgt_names=names):
         return _Scorer(
             0,
             ImageSet(src_names, sources),
-            ImageSet(names, truths),
+            ImageSet(tgt_names, truths),
             lambda pixels: pixels.flatten(1)[:, :8],
             None,
             None,
@@ -85,4 +85,16 @@ def test_the_evaluation_scores_tones_only_where_both_sets_name_them():
 
     scores = scorer(names)._tone_scores(truths)
     assert scores["tone_kept"] == 1.0 and scores["tone_delta_e"] == pytest.approx(0, abs=1)
-    assert scorer(["1f466"] * len(names))._tone_scores(truths) == {}
+    untoned = ["1f466"] * len(names)
+    assert scorer(untoned)._tone_scores(truths) == {}  # sources without tones
+    assert scorer(names, untoned)._tone_scores(truths) == {}  # targets without tones
+
+
+def test_the_report_explains_the_tone_columns_only_where_they_are():
+    from translate.evaluate import Row
+    from translate.report import TONE_NOTE, tone_note
+
+    plain = Row("run", "a2b", scores={"kid": 0.1})
+    toned = Row("run", "b2a", scores={"kid": 0.1, "tone_kept": 0.5})
+    assert tone_note([plain]) == [] and tone_note([plain, toned]) == [TONE_NOTE]
+    assert "\n" not in TONE_NOTE and "tone kept" in TONE_NOTE

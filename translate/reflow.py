@@ -72,8 +72,9 @@ def translate_all(
 ) -> torch.Tensor:
     """Every row of ``latents`` (N, C, h, w) translated in ``direction`` -> (N, C, h, w).
 
-    Batch by batch, in order, on ``device`` in float32 (``latents`` may be a memory-mapped
-    cache); returns float32 on the CPU.
+    Batch by batch, in order, on ``device``, each batch cast to float32 (``latents`` may be a
+    memory-mapped cache) and computed in the precision ``translate`` runs in (the caller's
+    autocast); returns float32 on the CPU.
     """
     out = []
     for start in range(0, len(latents), batch_size):

@@ -35,6 +35,16 @@ COLUMNS = [
     ("straightness", "straightness ↓", "{:.4f}", False),
     ("images_per_s", "img/s", "{:.1f}", True),
 ]
+TONE_NOTE = (
+    "- skin tone (emoji with one skin-tone modifier whose source shows its skin; not the "
+    "`toned` columns): the translation's skin colour where the source shows its skin, against "
+    "the target set's colour of the same tone (each set's five colours read from its images); "
+    "`tone kept` is the share whose nearest target tone is the right one (a translation whose "
+    "skin is not found counts as lost), `tone ΔE` the CIE76 distance to that colour and "
+    "`tone ΔL*` the lightness difference (negative = darker), both over the skins found; the "
+    "true counterparts, through the codec in the `VAE reconstruction` row, do not reach 100 %: "
+    "the two sets draw a figure in slightly different places"
+)
 PLOTS = [("fd", "realism: {realism}-FD ↓"), ("ssim", "faithfulness: SSIM to source ↑"),
          ("success", "domain success ↑"), ("top1", "paired retrieval top-1 ↑"),
          ("sharpness", "sharpness (1 = real targets)")]  # fmt: skip
@@ -111,17 +121,12 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
         "`toned` columns take only the emoji with a skin-tone modifier (U+1F3FB–U+1F3FF), and "
         "`toned ΔL*` is their mean lightness shift over the counterpart's whole figure "
         "(negative = darker; skin, clothes and outlines together)",
-        "- skin tone: the translation's skin colour where the source shows its skin, against the "
-        "target set's colour of the same tone (each set's five colours read from its images); "
-        "`tone kept` is the share whose nearest target tone is the right one (the true "
-        "counterparts, in the `VAE reconstruction` row through the codec, do not reach 100 %: "
-        "the two sets draw a figure in slightly different places), `tone ΔE` the CIE76 distance "
-        "to that colour, `tone ΔL*` the lightness difference (negative = darker)",
         "- ceilings: `VAE reconstruction` is the real targets through the codec, `latent mix` "
         "the decoded midpoint of two real targets' latents (an average of partners looks so)",
         "- straightness is left out at 1 NFE (a single Euler step is straight by construction); "
         "dopri5 rows give the mean NFE it took",
     ]
+    lines[-2:-2] = tone_note(outcome.rows)  # after the colour line, before the ceilings
     arrows = {"a2b": "A→B", "b2a": "B→A"}
     guided = []
     spans = meta.get("guidance_until") or [{}] * len(meta["labels"])
@@ -148,6 +153,12 @@ def _markdown(outcome: Outcome, files: dict[str, Path], command: str) -> str:
     for direction in dict.fromkeys(r.direction for r in outcome.rows):
         lines += _direction_section(outcome, files, direction, realism)
     return "\n".join(lines) + "\n"
+
+
+def tone_note(rows: list[Row]) -> list[str]:
+    """``[TONE_NOTE]`` when any row has skin-tone scores (emoji with skin-tone modifiers),
+    else ``[]``: a report on other images does not explain columns it lacks."""
+    return [TONE_NOTE] if any("tone_kept" in r.scores for r in rows) else []
 
 
 def _recognition(meta: dict) -> str:

@@ -1,13 +1,13 @@
 """Whether a translation keeps a figure's skin tone, on emoji named by their code points.
 
-Unicode's five skin-tone modifiers (U+1F3FB..U+1F3FF, Fitzpatrick types 1-2 to 6) each have one
-flat skin colour per emoji set, e.g. Twemoji's light tone is RGB (247, 222, 206). The foreground
-lightness of a whole figure (``metrics.color_shift``) mixes the skin with clothes, hair and
-outlines, so it can call a light face turned dark brown "lighter". This module measures the skin
-itself:
+Unicode's five skin-tone modifiers (U+1F3FB..U+1F3FF, Fitzpatrick types 1-2 to 6; Unicode
+Technical Standard #51, "Unicode Emoji", section 2.4) each have one flat skin colour per emoji
+set, e.g. Twemoji's light tone is RGB (247, 222, 206). The foreground lightness of a whole
+figure (``metrics.color_shift``) mixes the skin with clothes, hair and outlines, so it can call
+a light face turned dark brown "lighter". This module measures the skin itself:
 
 1. ``palette``: each set's colour of each tone, read from its real images. A tone's colour is
-   the skin-like colour (in 8-level RGB bins) that many images of that tone contain and few
+   the skin-like colour (in RGB bins 8 levels wide) that many images of that tone contain and few
    images of any other tone do, the one of most pixels among those: outlines, clothes and
    backgrounds appear with every tone and cancel.
 2. ``skin_mask``: where a source image shows its tone's colour (RGB distance <= ``TOLERANCE``).
@@ -155,9 +155,10 @@ def tone_scores(
     The face is where the source shows its set's colour of its tone (``skin_mask``), grown
     by ``GROW`` pixels, because a translation keeps the source's layout only roughly; the
     translation's skin colour is the median RGB of its ``skin_like`` pixels there. Emoji
-    without a single tone, with fewer than ``MIN_PIXELS`` skin pixels in the source, or with
-    fewer than ``MIN_PIXELS // 2`` skin-like pixels in the translation's region (its skin gone
-    grey, black or white) count as not kept, the last with no colour scores (NaN).
+    without a single tone, or with fewer than ``MIN_PIXELS`` skin pixels in the source, are
+    left out; those with fewer than ``MIN_PIXELS // 2`` skin-like pixels in the translation's
+    region (its skin gone grey, black or white) count as not kept, with NaN colour scores.
+    Distances are CIE76 (ΔE*ab, the Euclidean distance in CIELAB, CIE 1976).
     """
     tones = [tone_of(n) for n in names]
     rows = [i for i, t in enumerate(tones) if t is not None]

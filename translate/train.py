@@ -270,10 +270,10 @@ class Trainer:
 
     def _reflow_translate(self, first: int):
         """(latents, direction) -> their translations by the EMA field in ``reflow.nfe`` Euler
-        steps, in the run's autocast (bf16 where training uses it: twice as fast on a CPU with
-        native bf16, docs/PERFORMANCE.md §11); a source-noised field's noise comes from a
-        stream seeded by the run's seed and the round's first step, so that every process
-        draws the same pairs."""
+        steps, in the run's autocast (bf16, or fp16 on a GPU, where training uses it; bf16 is
+        twice as fast on a CPU with native bf16, docs/PERFORMANCE.md §11); a source-noised
+        field's noise comes from a stream seeded by the run's seed and the round's first step,
+        so that every process draws the same pairs."""
         translator, nfe = self.translator(guided=False), self.cfg.reflow.nfe  # the EMA field
         draw = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + first)
 
