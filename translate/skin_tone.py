@@ -76,15 +76,17 @@ def palette(images: torch.Tensor, names: list[str]) -> torch.Tensor | None:
     None when any tone has fewer than ``MIN_IMAGES`` images (without all five the contrast
     between tones does not single out the skin) or no skin-like colour is specific to a tone.
     """
-    tones = [tone_of(n) for n in names]
-    rgb = _rgb255(images)
+    found = [tone_of(n) for n in names]
+    toned = [i for i, t in enumerate(found) if t is not None]
+    tones = [found[i] for i in toned]
+    if any(tones.count(tone) < MIN_IMAGES for tone in range(len(SKIN_TONES))):
+        return None  # decided from the names alone: a large untoned set costs nothing
+    rgb = _rgb255(images[toned])  # (m, 3, H, W): the toned images only
     bins = rgb // BIN
-    keys = (bins[:, 0] * 1024 + bins[:, 1] * 32 + bins[:, 2]).flatten(1)  # (n, H*W)
+    keys = (bins[:, 0] * 1024 + bins[:, 1] * 32 + bins[:, 2]).flatten(1)  # (m, H*W)
     presence = []
     for tone in range(len(SKIN_TONES)):
         rows = [i for i, t in enumerate(tones) if t == tone]
-        if len(rows) < MIN_IMAGES:
-            return None
         share = torch.zeros(32**3)
         for i in rows:
             share[keys[i].unique()] += 1
