@@ -66,7 +66,12 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/skin_tone.json")
     args = parser.parse_args()
 
-    first = Translator.from_pretrained(args.checkpoints[0], device="cpu")
+    # each checkpoint loaded once, its guidance checked before any work
+    models = [
+        (label_of(Path(p)), Translator.from_pretrained(p, device="cpu")) for p in args.checkpoints
+    ]
+    used = [guidance_used(tr, args.guidance) for _, tr in models]
+    first = models[0][1]
     sets = {}
     for domain in "AB":
         files = sorted((Path(args.data) / f"{args.split}{domain}").glob("*.png"))
@@ -85,14 +90,11 @@ def main() -> None:
         if all(n in by_name for n in sources.names):
             truth = sets[tgt].pixels[[by_name[n] for n in sources.names]]
             rows.append(score_row("counterpart", direction, truth, sources, palettes))
-        for path in args.checkpoints:
-            tr = Translator.from_pretrained(path, device="cpu")
-            used = guidance_used(tr, args.guidance)[direction]
+        for (label, tr), guidance in zip(models, used, strict=True):
             steps = getattr(args, f"{direction}_steps") or tr.default_steps(direction)
             out = translate_all(tr, sources.pixels, direction, steps, args.guidance, args.batch)
-            label = label_of(Path(path))
             rows.append(score_row(label, direction, out, sources, palettes))
-            settings[f"{label} {direction}"] = {"steps": steps, **used}
+            settings[f"{label} {direction}"] = {"steps": steps, **guidance[direction]}
     columns = ["model", "direction", "measured", "kept", "ΔE"]
     columns += [f"{name} {k}" for name in TONE_NAMES for k in ("kept", "ΔL*")]
     print(table(rows, columns))
