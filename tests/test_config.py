@@ -69,6 +69,10 @@ def test_wrong_type_is_one_line():
         ("flow.high_frequency_weight=-1", "high_frequency_weight must be >= 0"),
         ("train.lr_schedule=step", "constant, cosine, linear"),
         ("flow.source_noise=0.25", "needs flow.source_condition=true"),
+        ("flow.identity_weight=-1", "identity_weight must be >= 0"),
+        ("flow.identity_weight=nan", "identity_weight must be >= 0"),
+        ("flow.identity_batch=0", "identity_batch must be >= 1"),
+        ("flow.identity_weight=1 flow.source_condition=true", "needs an unconditioned field"),
         ("flow.source_noise=-1", "source_noise must be >= 0"),
         # combinations that would only fail later (mid-run, or after stage 1), refused up front
         ("data.resolution=20", r"multiple of 16 .*e\.g\. 16 or 32"),
@@ -94,7 +98,7 @@ def test_wrong_type_is_one_line():
 )
 def test_invalid_values(override, match):
     with pytest.raises(ConfigError, match=match):
-        load_config(None, [override])
+        load_config(None, override.split())  # a space separates two overrides
 
 
 def test_folders_needs_root():

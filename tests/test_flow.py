@@ -8,6 +8,8 @@ from translate.flow import (
     cfm_loss,
     cfm_step,
     high_pass,
+    identity_loss,
+    identity_rows,
     predicted_endpoints,
     rollout_states,
     rollout_steps,
@@ -224,3 +226,13 @@ def test_noised_sources_noise_each_rows_source_end_and_condition_on_it():
     both = SourceCondition.of(x0[:3], True).cat(SourceCondition.of(x1[:2], False))
     assert both.from_b.tolist() == [True, True, True, False, False]
     assert torch.equal(both.source, torch.cat([x0[:3], x1[:2]]))
+
+
+def test_identity_rows_put_each_domain_at_the_other_domains_end(batch):
+    x0, x1, _, _ = batch
+    x, t = identity_rows(x0[:2], x1[:3])
+    assert torch.equal(x, torch.cat([x1[:3], x0[:2]]))  # B first, at t = 0 (where A -> B starts)
+    assert t.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0] and t.dtype == torch.float32
+    assert identity_loss(torch.zeros_like(x)) == 0
+    assert identity_loss(x.bfloat16()).dtype == torch.float32
+    assert identity_loss(x) == pytest.approx(x.pow(2).mean().item())

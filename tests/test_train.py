@@ -470,6 +470,45 @@ def test_transport_term_changes_the_field_and_resumes_exactly(workspace):
     assert _final_unet(split) == _final_unet(whole)
 
 
+def test_identity_term_stills_the_first_velocity_and_weight_zero_is_the_plain_recipe(
+    workspace, folders
+):
+    """flow.identity_weight regresses v(z_B, 0) and v(z_A, 1) onto 0; at weight 0 nothing of it
+    runs, whatever its batch says."""
+    from translate.evaluate import load_images
+    from translate.model import velocity
+
+    tmp, _, config = workspace
+    common = ("train.steps=12", "train.ema_decay=0", "train.log_with=tensorboard")
+    out = {}
+    for name, settings in (
+        ("plain", ()),
+        ("zero", ("flow.identity_batch=3",)),
+        ("identity", ("flow.identity_weight=20", "flow.identity_batch=8")),
+    ):
+        out[name] = tmp / f"run-{name}"
+        train_module.main(config(*settings, *common, f"train.output_dir={out[name]}"))
+    assert _final_unet(out["zero"]) == _final_unet(out["plain"])
+
+    def first_speeds(run):  # mean squared velocity of each domain's trained latents at the
+        tr = Translator.from_pretrained(run / runs.FINAL, device="cpu")  # other end's time
+        speeds = []
+        for domain, t in (("B", 0.0), ("A", 1.0)):
+            files = sorted((folders / f"train{domain}").glob("*.png"))
+            z = tr.codec.encode(load_images(files, 16, None).pixels)
+            speeds.append(velocity(tr.unet, z, torch.full((len(z),), t)).pow(2).mean().item())
+        return speeds
+
+    plain, identity = first_speeds(out["plain"]), first_speeds(out["identity"])
+    assert all(i < 0.5 * p for i, p in zip(identity, plain, strict=True)), (identity, plain)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logged = set()
+    for folder in {p.parent for p in out["identity"].rglob("events.out.tfevents.*")}:
+        logged |= set(EventAccumulator(str(folder)).Reload().Tags()["scalars"])
+    assert "identity" in logged
+
+
 def test_augmented_discriminators_change_the_field_and_resume_exactly(workspace):
     tmp, _, config = workspace
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")

@@ -122,6 +122,11 @@ class FlowConfig:
     # noise sigma_s * eps on each row's source end (normalised latents, std about 1): a seed
     # picks one translation at inference; needs source_condition (translate.flow.noised_sources)
     source_noise: float = 0.0
+    # weight of the identity term: the velocity of each domain's real latents at the other
+    # domain's end of the path (B at t=0, A at t=1) regressed onto 0, CycleGAN's identity loss
+    # (translate.flow.identity_rows); on the first identity_batch latents of each domain
+    identity_weight: float = 0.0
+    identity_batch: int = 16
 
     def __post_init__(self) -> None:
         _choice("flow.objective", self.objective, OBJECTIVES)
@@ -154,6 +159,15 @@ class FlowConfig:
             )
         if not 0 <= self.source_noise < float("inf"):
             raise ConfigError(f"flow.source_noise must be >= 0, got {self.source_noise}")
+        if not 0 <= self.identity_weight < float("inf"):
+            raise ConfigError(f"flow.identity_weight must be >= 0, got {self.identity_weight}")
+        if self.identity_batch < 1:
+            raise ConfigError(f"flow.identity_batch must be >= 1, got {self.identity_batch}")
+        if self.identity_weight > 0 and self.source_condition:
+            raise ConfigError(
+                "flow.identity_weight needs an unconditioned field (flow.source_condition=false): "
+                "a conditioned field's identity rows would have no source to be told"
+            )
         if self.source_noise > 0 and not self.source_condition:
             raise ConfigError(
                 "flow.source_noise needs flow.source_condition=true: the noise goes on each "

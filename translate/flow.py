@@ -222,6 +222,29 @@ def rollout_steps(
     raise ValueError(f"unknown rollout states {states!r}; choose from {ROLLOUT_STATES}")
 
 
+def identity_rows(x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each domain's latents placed at the other domain's end of the path: (x, t).
+
+    ``x_a``, ``x_b`` (m, C, h, w) -> x = [x_b; x_a] (2m, C, h, w) and t = [0, ..., 1, ...] (2m,):
+    B-latents at t = 0, where A -> B starts, and A-latents at t = 1, where B -> A starts. The
+    target velocity of every row is 0 (``identity_loss``): a translation of an image that
+    already belongs to the target domain should leave it where it is. This is CycleGAN's
+    identity loss, |G_AB(b) - b| + |G_BA(a) - a| (Zhu et al., ICCV 2017, Sec. 5.2, after
+    Taigman et al., ICLR 2017), which keeps the colour composition that both domains share; for
+    a flow it is asked of the first velocity only, at the end the translation starts from. There
+    the regression's own rows are the other domain's latents, so the two terms share no point
+    of the path.
+    """
+    x = torch.cat([x_b, x_a])
+    t = torch.cat([x_b.new_zeros(len(x_b)), x_a.new_ones(len(x_a))]).float()
+    return x, t
+
+
+def identity_loss(velocity: torch.Tensor) -> torch.Tensor:
+    """Mean squared velocity of ``identity_rows`` (2m, C, h, w), in float32: a scalar."""
+    return velocity.float().pow(2).mean()
+
+
 def time_span(direction: str, strength: float = 1.0) -> tuple[float, float]:
     """(t_start, t_end) of a translation: a2b runs 0 -> strength, b2a 1 -> 1 - strength."""
     return (0.0, strength) if direction == "a2b" else (1.0, 1.0 - strength)

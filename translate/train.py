@@ -58,6 +58,8 @@ from translate.flow import (
     SourceCondition,
     build_path,
     cfm_step,
+    identity_loss,
+    identity_rows,
     noised_sources,
     predicted_endpoints,
     rollout_states,
@@ -348,7 +350,7 @@ class Trainer:
             with acc.accumulate(self.unet):
                 pairing = self.pairs.next()
                 cost_ratio = pairing.cost_ratio
-                mean_loss, grad_norm, adv = self._update(pairing)
+                mean_loss, grad_norm, adv, terms = self._update(pairing)
             if not acc.sync_gradients:
                 continue
             self.ema.step(self.unet.parameters())
@@ -368,6 +370,7 @@ class Trainer:
                         "pair_cost_ratio": cost_ratio,
                         "steps_per_s": window_steps / max(elapsed, 1e-9),
                         **(adv.log() if adv is not None else {}),
+                        **{name: float(value) for name, value in terms.items()},
                     },
                     step=self.step,
                 )
@@ -380,11 +383,12 @@ class Trainer:
 
     def _update(
         self, pairing: Pairing
-    ) -> tuple[float, torch.Tensor | None, AdversarialStep | None]:
+    ) -> tuple[float, torch.Tensor | None, AdversarialStep | None, dict[str, torch.Tensor]]:
         """One (micro-)step on a pairing: the regression, the adversarial term, the optimizer.
 
         Returns the loss averaged over processes, the clipped gradient norm (None between
-        accumulation steps) and the adversarial term's record (None while it is off).
+        accumulation steps), the adversarial term's record (None while it is off) and this
+        process's other terms by log name (``identity`` where ``flow.identity_weight`` > 0).
         """
         cfg, acc = self.cfg, self.accelerator
         weight = self._adversarial_weight()
@@ -394,7 +398,14 @@ class Trainer:
         x0, x1, condition = pairing.x0, pairing.x1, None
         if cfg.flow.source_condition:  # roles and source noise (translate.flow.noised_sources)
             x0, x1, condition = noised_sources(x0, x1, cfg.flow.source_noise, self.gens.path)
-        field = JointField(self.unet, rollout, join=bool(weight), condition=condition)
+        identity = None
+        if cfg.flow.identity_weight > 0:  # the first identity_batch real latents of each domain
+            real_a, real_b = pairing.real_ends
+            m = cfg.flow.identity_batch
+            identity = identity_rows(real_a[:m], real_b[:m])
+        field = JointField(
+            self.unet, rollout, join=bool(weight), condition=condition, identity=identity
+        )
         step = cfm_step(
             field,
             x0,
@@ -405,7 +416,10 @@ class Trainer:
             cfg.flow.high_frequency_weight,
         )
         adv = self._adversarial_step(step, field, weight, Endpoints(x0, x1))
-        loss = step.loss
+        loss, terms = step.loss, {}
+        if identity is not None:
+            terms["identity"] = identity_loss(field.identity_velocity)
+            loss = loss + cfg.flow.identity_weight * terms["identity"]
         if adv is not None and adv.generator is not None:
             loss = loss + adv.weight * adv.generator
         if adv is not None and adv.content is not None:
@@ -433,7 +447,8 @@ class Trainer:
                 self.gens.rollout,
                 self._r1_gamma(),
             )
-        return mean_loss, grad_norm, adv
+        terms = {name: value.detach() for name, value in terms.items()}
+        return mean_loss, grad_norm, adv, terms
 
     def _r1_gamma(self) -> float:
         """The R1 weight of the coming step's discriminator update: lazy regularisation
@@ -923,10 +938,12 @@ class Rollout:
 
 
 class JointField:
-    """v(x, t) of the UNet that also evaluates a ``Rollout``'s states in the same forward pass.
+    """v(x, t) of the UNet that also evaluates a ``Rollout``'s states, and the identity term's
+    rows (``translate.flow.identity_rows``), in the same forward pass.
 
     One forward per backward keeps DistributedDataParallel's gradient reduction correct; the
-    rolled-out states' velocities are kept in ``extra_velocity`` (batch order preserved).
+    rolled-out states' velocities are kept in ``extra_velocity`` and the identity rows' in
+    ``identity_velocity`` (batch order preserved).
     """
 
     def __init__(
@@ -935,20 +952,32 @@ class JointField:
         rollout: Rollout | None = None,
         join: bool = True,
         condition: SourceCondition | None = None,
+        identity: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         self.unet, self.rollout = unet, rollout  # the step's rolled-out states, if any
         self.join = join and rollout is not None  # evaluate them in the same pass
         self.condition = condition  # of the regression's rows, for a conditioned field
+        self.identity = identity  # (x, t) of the identity rows; an unconditioned field only
         self.extra_velocity: torch.Tensor | None = None
+        self.identity_velocity: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if not self.join:
+        if not self.join and self.identity is None:
             return velocity(self.unet, x, t, self.condition)
-        both = None if self.condition is None else self.condition.cat(self.rollout.condition)
-        n = len(x)
-        x, t = torch.cat([x, self.rollout.x]), torch.cat([t, self.rollout.t])
-        v = velocity(self.unet, x, t, both)
-        self.extra_velocity = v[n:]
+        xs, ts, condition = [x], [t], self.condition
+        if self.join:
+            xs.append(self.rollout.x)
+            ts.append(self.rollout.t)
+            condition = None if condition is None else condition.cat(self.rollout.condition)
+        if self.identity is not None:
+            xs.append(self.identity[0])
+            ts.append(self.identity[1])
+        v = velocity(self.unet, torch.cat(xs), torch.cat(ts), condition)
+        n, m = len(x), len(self.rollout.x) if self.join else 0
+        if self.join:
+            self.extra_velocity = v[n : n + m]
+        if self.identity is not None:
+            self.identity_velocity = v[n + m :]
         return v[:n]
 
 
