@@ -72,7 +72,7 @@ def test_wrong_type_is_one_line():
         ("flow.identity_weight=-1", "identity_weight must be >= 0"),
         ("flow.identity_weight=nan", "identity_weight must be >= 0"),
         ("flow.identity_batch=0", "identity_batch must be >= 1"),
-        ("flow.identity_weight=1 flow.source_condition=true", "needs an unconditioned field"),
+        ("flow.identity_weight=1 flow.source_condition=true", "not supported with flow.source"),
         ("flow.source_noise=-1", "source_noise must be >= 0"),
         # combinations that would only fail later (mid-run, or after stage 1), refused up front
         ("data.resolution=20", r"multiple of 16 .*e\.g\. 16 or 32"),

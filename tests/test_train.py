@@ -470,37 +470,94 @@ def test_transport_term_changes_the_field_and_resumes_exactly(workspace):
     assert _final_unet(split) == _final_unet(whole)
 
 
+def test_joint_field_gives_each_group_of_rows_its_own_velocities():
+    """The regression's rows, the rolled-out states and the identity rows share one forward
+    pass; each group gets back the velocities of its own rows."""
+    from types import SimpleNamespace
+
+    from translate.flow import SourceCondition
+    from translate.train import JointField, Rollout
+
+    class Stub(torch.nn.Module):  # v(x, t) = x + t, row by row (the UNet sees t * 1000)
+        def forward(self, x, time):
+            return SimpleNamespace(sample=x + time.reshape(-1, 1, 1, 1) / 1000)
+
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(5, 4, 2, 2, generator=g), torch.rand(5, generator=g)
+    rollout = Rollout(torch.randn(6, 4, 2, 2, generator=g), torch.rand(6, generator=g), 3, x[:1])
+    identity = flow_module.identity_rows(
+        torch.randn(2, 4, 2, 2, generator=g), torch.randn(4, 4, 2, 2, generator=g)
+    )
+
+    def expected(x, t):
+        return x + t.reshape(-1, 1, 1, 1)
+
+    for join, rolled, ident in itertools.product((True, False), repeat=3):
+        field = JointField(
+            Stub(), rollout if rolled else None, join=join, identity=identity if ident else None
+        )
+        assert torch.allclose(field(x, t), expected(x, t))
+        if join and rolled:
+            assert torch.allclose(field.extra_velocity, expected(rollout.x, rollout.t))
+        else:
+            assert field.extra_velocity is None
+        if ident:
+            assert torch.allclose(field.identity_velocity, expected(*identity))
+        else:
+            assert field.identity_velocity is None
+    with pytest.raises(ValueError, match="unconditioned"):
+        JointField(Stub(), condition=SourceCondition.of(x, False), identity=identity)
+
+
 def test_identity_term_stills_the_first_velocity_and_weight_zero_is_the_plain_recipe(
-    workspace, folders
+    workspace, folders, monkeypatch
 ):
-    """flow.identity_weight regresses v(z_B, 0) and v(z_A, 1) onto 0; at weight 0 nothing of it
-    runs, whatever its batch says."""
+    """flow.identity_weight regresses v(z_B, 0) and v(z_A, 1) onto 0, on the first
+    identity_batch real latents of each domain; at weight 0 nothing of it runs, whatever its
+    batch says."""
     from translate.evaluate import load_images
     from translate.model import velocity
 
     tmp, _, config = workspace
+    calls = []  # (real A, real B of the step, identity_rows' arguments)
+    plain_update, plain_rows = train_module.Trainer._update, train_module.identity_rows
+
+    def update(self, pairing):
+        calls.append([*pairing.real_ends])
+        return plain_update(self, pairing)
+
+    def rows(x_a, x_b):
+        calls[-1] += [x_a, x_b]
+        return plain_rows(x_a, x_b)
+
+    monkeypatch.setattr(train_module.Trainer, "_update", update)
+    monkeypatch.setattr(train_module, "identity_rows", rows)
     common = ("train.steps=12", "train.ema_decay=0", "train.log_with=tensorboard")
     out = {}
     for name, settings in (
         ("plain", ()),
         ("zero", ("flow.identity_batch=3",)),
-        ("identity", ("flow.identity_weight=20", "flow.identity_batch=8")),
+        ("identity", ("flow.identity_weight=20", "flow.identity_batch=5")),
     ):
         out[name] = tmp / f"run-{name}"
+        calls.clear()
         train_module.main(config(*settings, *common, f"train.output_dir={out[name]}"))
     assert _final_unet(out["zero"]) == _final_unet(out["plain"])
+    # each step's identity rows are its first 5 real A- and B-latents, A first
+    assert len(calls) == 12 and all(len(call) == 4 for call in calls)
+    for real_a, real_b, x_a, x_b in calls:
+        assert torch.equal(x_a, real_a[:5]) and torch.equal(x_b, real_b[:5])
 
-    def first_speeds(run):  # mean squared velocity of each domain's trained latents at the
-        tr = Translator.from_pretrained(run / runs.FINAL, device="cpu")  # other end's time
-        speeds = []
-        for domain, t in (("B", 0.0), ("A", 1.0)):
-            files = sorted((folders / f"train{domain}").glob("*.png"))
-            z = tr.codec.encode(load_images(files, 16, None).pixels)
-            speeds.append(velocity(tr.unet, z, torch.full((len(z),), t)).pow(2).mean().item())
-        return speeds
+    def speed(run, domain, t):  # mean squared velocity of a domain's training latents at t
+        tr = Translator.from_pretrained(run / runs.FINAL, device="cpu")
+        files = sorted((folders / f"train{domain}").glob("*.png"))
+        z = tr.codec.encode(load_images(files, 16, None).pixels)
+        return velocity(tr.unet, z, torch.full((len(z),), t)).pow(2).mean().item()
 
-    plain, identity = first_speeds(out["plain"]), first_speeds(out["identity"])
-    assert all(i < 0.5 * p for i, p in zip(identity, plain, strict=True)), (identity, plain)
+    # (on data this small the field stills the regression's own ends too, about as much)
+    for domain, t in (("B", 0.0), ("A", 1.0)):
+        ratio = speed(out["identity"], domain, t) / speed(out["plain"], domain, t)
+        assert ratio < 0.6, (domain, t, ratio)  # 0.45-0.46 here
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logged = set()

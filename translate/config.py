@@ -124,7 +124,8 @@ class FlowConfig:
     source_noise: float = 0.0
     # weight of the identity term: the velocity of each domain's real latents at the other
     # domain's end of the path (B at t=0, A at t=1) regressed onto 0, CycleGAN's identity loss
-    # (translate.flow.identity_rows); on the first identity_batch latents of each domain
+    # (translate.flow.identity_rows); on the first identity_batch latents of each domain's
+    # batch (all of them where the batch is smaller)
     identity_weight: float = 0.0
     identity_batch: int = 16
 
@@ -165,8 +166,8 @@ class FlowConfig:
             raise ConfigError(f"flow.identity_batch must be >= 1, got {self.identity_batch}")
         if self.identity_weight > 0 and self.source_condition:
             raise ConfigError(
-                "flow.identity_weight needs an unconditioned field (flow.source_condition=false): "
-                "a conditioned field's identity rows would have no source to be told"
+                "flow.identity_weight is not supported with flow.source_condition=true: "
+                "use one or the other"
             )
         if self.source_noise > 0 and not self.source_condition:
             raise ConfigError(

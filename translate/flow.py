@@ -225,15 +225,16 @@ def rollout_steps(
 def identity_rows(x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each domain's latents placed at the other domain's end of the path: (x, t).
 
-    ``x_a``, ``x_b`` (m, C, h, w) -> x = [x_b; x_a] (2m, C, h, w) and t = [0, ..., 1, ...] (2m,):
-    B-latents at t = 0, where A -> B starts, and A-latents at t = 1, where B -> A starts. The
-    target velocity of every row is 0 (``identity_loss``): a translation of an image that
-    already belongs to the target domain should leave it where it is. This is CycleGAN's
-    identity loss, |G_AB(b) - b| + |G_BA(a) - a| (Zhu et al., ICCV 2017, Sec. 5.2, after
-    Taigman et al., ICLR 2017), which keeps the colour composition that both domains share; for
-    a flow it is asked of the first velocity only, at the end the translation starts from. There
-    the regression's own rows are the other domain's latents, so the two terms share no point
-    of the path.
+    ``x_a`` (m_a, C, h, w), ``x_b`` (m_b, C, h, w) -> x = [x_b; x_a] (m_b + m_a, C, h, w) and
+    t = [0] * m_b + [1] * m_a (float32): B-latents at t = 0, where A -> B starts, and A-latents
+    at t = 1, where B -> A starts. The target velocity of every row is 0 (``identity_loss``): a
+    translation of an image that already belongs to the target domain should leave it where it
+    is. This is CycleGAN's identity loss, |G_AB(b) - b| + |G_BA(a) - a| (Zhu et al., ICCV 2017,
+    Sec. 5.2, after Taigman et al., ICLR 2017), which keeps the colour composition that both
+    domains share; for a flow it is asked of the first velocity only, at the end the translation
+    starts from. The regression's own rows there are the other domain's latents; where the two
+    domains' latents are alike, the two terms pull against each other. Raises RuntimeError
+    (``torch.cat``) when the two sets differ in C, h or w.
     """
     x = torch.cat([x_b, x_a])
     t = torch.cat([x_b.new_zeros(len(x_b)), x_a.new_ones(len(x_a))]).float()

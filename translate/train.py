@@ -370,7 +370,7 @@ class Trainer:
                         "pair_cost_ratio": cost_ratio,
                         "steps_per_s": window_steps / max(elapsed, 1e-9),
                         **(adv.log() if adv is not None else {}),
-                        **{name: float(value) for name, value in terms.items()},
+                        **{name: acc.reduce(v, "mean").item() for name, v in terms.items()},
                     },
                     step=self.step,
                 )
@@ -388,7 +388,8 @@ class Trainer:
 
         Returns the loss averaged over processes, the clipped gradient norm (None between
         accumulation steps), the adversarial term's record (None while it is off) and this
-        process's other terms by log name (``identity`` where ``flow.identity_weight`` > 0).
+        process's other terms by log name, unweighted (``identity`` where
+        ``flow.identity_weight`` > 0; the log averages them over processes).
         """
         cfg, acc = self.cfg, self.accelerator
         weight = self._adversarial_weight()
@@ -954,6 +955,8 @@ class JointField:
         condition: SourceCondition | None = None,
         identity: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
+        if identity is not None and condition is not None:
+            raise ValueError("the identity rows need an unconditioned field (no condition)")
         self.unet, self.rollout = unet, rollout  # the step's rolled-out states, if any
         self.join = join and rollout is not None  # evaluate them in the same pass
         self.condition = condition  # of the regression's rows, for a conditioned field
