@@ -8,6 +8,9 @@ the same file name in both folders, encoded by the checkpoint's VAE. Each cost i
 is a squared Euclidean distance between features:
 
 - ``latents[:s]``, ``pixels[:s]`` (pooled to s x s), ``mask:s`` (darkness, pooled);
+- ``hist:n``: the colour composition, layout left out: ``translate.colour.colour_histograms``
+  of the images (n centres per axis), as training's ``flow.colour_weight`` caches them;
+  ``dhist:n`` the same of the decoded latents (a variant training does not use);
 - ``...-std`` standardised per domain, ``...-white`` whitened per domain (CORAL);
 - ``translated-a2b`` |T_AB(a) - b|^2, ``translated-b2a`` |a - T_BA(b)|^2 and ``translated-sum``,
   with the checkpoint's field in ``--nfe`` Euler steps;
@@ -41,6 +44,7 @@ from common import add_guidance_option, guidance_used, table, write_json
 
 from translate import Translator
 from translate.autoencoder import _as_float, _load_pixels
+from translate.colour import colour_histograms
 from translate.coupling import ExactOTCoupler, SinkhornCoupler, UnbalancedCoupler, pairwise_cost
 from translate.skin_tone import SKIN_TONES
 
@@ -69,13 +73,13 @@ def _whiten(x: torch.Tensor) -> torch.Tensor:
     return x @ vectors @ torch.diag(values.clamp_min(1e-8).rsqrt()) @ vectors.T
 
 
-def features(name: str, pixels, latents, translated) -> tuple[torch.Tensor, torch.Tensor]:
+def features(name: str, pixels, latents, translated, decoded) -> tuple[torch.Tensor, torch.Tensor]:
     """The (A, B) feature rows, flattened, float64, of one ``--costs`` entry."""
     if "+" in name:  # a sum of costs: scale each part's features by sqrt(weight / mean cost)
         parts = []
         for term in name.split("+"):
             term, _, weight = term.partition("*")
-            a, b = features(term, pixels, latents, translated)
+            a, b = features(term, pixels, latents, translated, decoded)
             scale = (float(weight or 1) / pairwise_cost(a, b).mean()).sqrt()
             parts.append((a * scale, b * scale))
         return tuple(torch.cat([p[i] for p in parts], 1) for i in (0, 1))
@@ -86,6 +90,10 @@ def features(name: str, pixels, latents, translated) -> tuple[torch.Tensor, torc
         (za, zb), (ta, tb) = latents, translated
         pairs = {"a2b": [(ta, zb)], "b2a": [(za, tb)], "sum": [(ta, zb), (za, tb)]}[transform]
         return tuple(torch.cat([p[i].flatten(1) for p in pairs], 1).double() for i in (0, 1))
+    if base == "hist":
+        return tuple(colour_histograms(x, size or 8).double() for x in pixels)
+    if base == "dhist":  # the same of the decoded latents, as training computes it
+        return tuple(colour_histograms(x, size or 8).double() for x in decoded)
     if base == "mask":
         pair = [_pool((1 - x.mean(1, keepdim=True)).clamp_min(0), size) for x in pixels]
     else:
@@ -230,7 +238,9 @@ def main() -> None:
     n = len(latents[0])
     rng = np.random.default_rng(0)
     batches = [rng.choice(n, min(args.batch, n), replace=False) for _ in range(args.batches)]
-    feats = {c: features(c, pixels, latents, translated) for c in args.costs.split(",")}
+    with torch.no_grad():
+        decoded = [in_chunks(translator.codec.decode, z) for z in latents]
+    feats = {c: features(c, pixels, latents, translated, decoded) for c in args.costs.split(",")}
     cost_rows = [cost_row(c, *pair, batches) for c, pair in feats.items()]
     coupler_rows = [coupler_row(c, latents, batches) for c in args.couplers.split(",")]
     names = [f.name for f in files[0]]

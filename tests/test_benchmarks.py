@@ -118,7 +118,7 @@ def test_pairing_accuracy_finds_every_counterpart_of_identical_domains(repo, tmp
     shutil.copytree(data / "trainA", data / "trainB")
     tiny_translator(tiny_vae).save_pretrained(tmp_path / "ckpt")
     args = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(data), "--split", "train"]
-    costs = "latents,pixels:8,latents-std,latents+pixels:4*2"
+    costs = "latents,pixels:8,latents-std,latents+pixels:4*2,latents+hist:4*1"
     args += ["--costs", costs, "--couplers", "exact,unbalanced:0.9:0.01"]
     args += ["--batch", "6", "--batches", "3", "--nfe", "1"]
     result = _run(repo, tmp_path, "pairing_accuracy", *args)

@@ -72,6 +72,11 @@ def test_wrong_type_is_one_line():
         ("flow.identity_weight=-1", "identity_weight must be >= 0"),
         ("flow.identity_weight=nan", "identity_weight must be >= 0"),
         ("flow.identity_batch=0", "identity_batch must be >= 1"),
+        ("flow.colour_weight=-1", "colour_weight must be >= 0"),
+        ("flow.colour_weight=inf", "colour_weight must be >= 0"),
+        ("flow.colour_bins=1", "colour_bins must be >= 2"),
+        ("flow.colour_weight=1 flow.objective=i-cfm", "pairs without a cost"),
+        ("flow.colour_weight=1 flow.scope=paired", "pairs without a cost"),
         ("flow.identity_weight=1 flow.source_condition=true", "not supported with flow.source"),
         ("flow.source_noise=-1", "source_noise must be >= 0"),
         # combinations that would only fail later (mid-run, or after stage 1), refused up front

@@ -11,6 +11,7 @@ from translate.coupling import (
     SinkhornCoupler,
     UnbalancedCoupler,
     build_coupler,
+    pairing_cost,
     pairwise_cost,
     sample_pairs,
     unbalanced_plan,
@@ -208,3 +209,76 @@ def test_plan_by_name_pairs_each_file_with_its_namesake():
     assert plan.cost_ratio == pytest.approx(float(paired / pairwise_cost(a, b).mean()))
     with pytest.raises(TranslateError, match=r"1 of 2 A training files .*w\.png"):
         DatasetPlan.by_name(["trainA/x.png", "trainA/w.png"], names_b, a[:2], b)
+
+
+def test_colour_weight_zero_is_the_latent_cost_and_w_scales_the_colour_cost_to_w_times():
+    x0, x1 = _batches()
+    g = torch.Generator().manual_seed(1)
+    c0, c1 = torch.rand(32, 10, generator=g), torch.rand(32, 10, generator=g)
+    latent = pairwise_cost(x0, x1)
+    assert torch.equal(pairing_cost(x0, x1, None, (c0, c1), 0.0), latent)
+    assert torch.equal(pairing_cost(x0, x1), latent)
+    colour = pairwise_cost(c0, c1)
+    both = pairing_cost(x0, x1, None, (c0, c1), 2.0)
+    torch.testing.assert_close(both, latent + 2.0 * latent.mean() / colour.mean() * colour)
+    assert (both - latent).mean().item() == pytest.approx(2 * latent.mean().item())
+    with pytest.raises(ValueError, match="colour features"):
+        pairing_cost(x0, x1, None, None, 1.0)
+
+
+def test_a_colour_weighted_plan_pairs_by_colour_where_the_latents_cannot_tell():
+    # latents: every B row equally far from every A row but for noise; colours: B row j
+    # carries the colour of A row perm[j]
+    n = 16
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.zeros(n, 2, 2, 2)
+    x1 = torch.randn(n, 2, 2, 2, generator=g) * 1e-3 + 5.0
+    c0 = torch.eye(n)
+    perm = torch.randperm(n, generator=g)
+    c1 = c0[perm]
+    plain = ExactOTCoupler()(x0, x1, torch.Generator())
+    pairing = ExactOTCoupler(colour_weight=1.0)(x0, x1, torch.Generator(), (c0, c1))
+    partner = [int(torch.where((x1 == row).all(dim=(1, 2, 3)))[0]) for row in pairing.x1]
+    assert partner == torch.argsort(perm).tolist()  # A row i with the B row of its colour
+    assert not torch.equal(plain.x1, pairing.x1)
+    built = build_coupler(FlowConfig(colour_weight=1.0))
+    assert isinstance(built, ExactOTCoupler) and built.colour_weight == 1.0
+
+
+def test_minibatch_pairs_hand_the_coupler_the_drawn_rows_colours_and_draw_as_without():
+    from translate.coupling import MinibatchPairs
+    from translate.latent_sampling import LatentSampler
+    from translate.prefetch import Generators
+
+    latents_a, latents_b = torch.randn(40, 4, 2, 2), torch.randn(30, 4, 2, 2)
+    colours = torch.arange(40.0)[:, None], torch.arange(30.0)[:, None] + 100
+
+    class Spy(ExactOTCoupler):
+        def __call__(self, x0, x1, generator, colours=None):
+            self.seen = (x0, x1, colours)
+            return super().__call__(x0, x1, generator, colours)
+
+    samplers = LatentSampler(latents_a), LatentSampler(latents_b)
+    gens = lambda: Generators.create(0, 0, torch.device("cpu"))  # noqa: E731
+    plain = MinibatchPairs(*samplers, ExactOTCoupler())(8, gens())
+    spy = Spy(colour_weight=0.0)
+    same = MinibatchPairs(*samplers, spy, colours)(8, gens())
+    assert torch.equal(plain.x0, same.x0) and torch.equal(plain.x1, same.x1)
+    x0, x1, (f0, f1) = spy.seen
+    rows_a = [int(torch.where((latents_a == r).all(dim=(1, 2, 3)))[0]) for r in x0]
+    rows_b = [int(torch.where((latents_b == r).all(dim=(1, 2, 3)))[0]) for r in x1]
+    assert f0[:, 0].tolist() == rows_a and f1[:, 0].tolist() == [r + 100 for r in rows_b]
+
+
+def test_global_coupler_gathers_the_colours_with_the_latents():
+    x0, x1 = _batches(n=8)
+    c0, c1 = torch.eye(8), torch.eye(8).flip(0)
+    seen = []
+
+    def gather(t):
+        seen.append(t)
+        return torch.cat([t, t])
+
+    coupler = GlobalCoupler(ExactOTCoupler(colour_weight=1.0), gather, 0, 2)
+    pairing = coupler(x0, x1, torch.Generator(), (c0, c1))
+    assert len(pairing.x0) == 8 and any(torch.equal(t, c0) for t in seen)

@@ -8,7 +8,7 @@ from translate import latent_cache as latents_module
 from translate.codec import LatentCodec
 from translate.errors import TranslateError
 from translate.images import scan_images
-from translate.latent_cache import EncodeSpec, cached_latents, load_latent_file
+from translate.latent_cache import EncodeSpec, cached_colours, cached_latents, load_latent_file
 
 
 @pytest.fixture
@@ -136,3 +136,35 @@ def test_all_unreadable_is_an_error(codec, tmp_path):
     bad.write_bytes(b"nope")
     with pytest.raises(TranslateError, match="could be read"):
         cached_latents(tmp_path, codec, [bad], EncodeSpec(16))
+
+
+def test_colour_histograms_are_cached_row_for_row_with_the_latents(
+    codec, folders, tmp_path, monkeypatch
+):
+    (folders / "trainA" / "broken.png").write_bytes(b"\x89PNG not really")
+    files = scan_images(folders / "trainA").files
+    spec = EncodeSpec(16, flip=True)
+    calls = []
+    real = latents_module.colour_histograms
+    monkeypatch.setattr(latents_module, "colour_histograms", lambda *a: calls.append(1) or real(*a))
+    latents = cached_latents(tmp_path, codec, files, spec)
+    colours = cached_colours(tmp_path, files, spec, bins=4)
+    assert colours.names == latents.names and len(colours.names) == 24  # 12 and 12 flipped
+    assert colours.histograms.shape == (24, 64)
+    # row i is the histogram of the image behind latent row i, flips included
+    from translate.evaluate import load_images
+
+    pixels = load_images([folders / "trainA" / "003.png"], 16, None).pixels
+    row = colours.names.index("trainA/003.png")
+    torch.testing.assert_close(colours.histograms[row], real(pixels, 4)[0], atol=1e-3, rtol=0)
+    flipped = colours.names.index("trainA/003.png#flip")
+    torch.testing.assert_close(colours.histograms[flipped], colours.histograms[row])
+    count = len(calls)
+    again = cached_colours(tmp_path, files, spec, bins=4)  # a hit: nothing computed
+    assert len(calls) == count and torch.equal(again.histograms, colours.histograms)
+    cached_colours(tmp_path, files, spec, bins=5)  # another size: a miss
+    assert len(calls) > count
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    with pytest.raises(TranslateError, match="could be read"):
+        cached_colours(tmp_path, [bad], spec, bins=4)

@@ -566,6 +566,61 @@ def test_identity_term_stills_the_first_velocity_and_weight_zero_is_the_plain_re
     assert "identity" in logged
 
 
+def test_colour_term_pairs_with_the_cached_histograms_and_weight_zero_is_the_plain_recipe(
+    workspace, monkeypatch
+):
+    """flow.colour_weight > 0 hands every plan the drawn rows' colour histograms, read from
+    the colour cache next to the latents; at weight 0 none is computed, whatever the bins say."""
+    from translate import coupling as coupling_module
+
+    tmp, _, config = workspace
+    seen = []
+    plain_call = coupling_module.Coupler.__call__
+
+    def spy(self, x0, x1, generator, colours=None):
+        seen.append(colours)
+        return plain_call(self, x0, x1, generator, colours)
+
+    monkeypatch.setattr(coupling_module.Coupler, "__call__", spy)
+    out, calls = {}, {}
+    for name, settings in (
+        ("plain", ()),
+        ("zero", ("flow.colour_bins=4",)),
+        ("colour", ("flow.colour_weight=5", "flow.colour_bins=4")),
+    ):
+        out[name] = tmp / f"run-{name}"
+        seen.clear()
+        train_module.main(config(*settings, "train.steps=3", f"train.output_dir={out[name]}"))
+        calls[name] = list(seen)
+        if name != "colour":
+            assert not (tmp / "cache" / "colours").exists()
+    assert _final_unet(out["zero"]) == _final_unet(out["plain"])
+    assert len(calls["plain"]) >= 3 and all(c is None for c in calls["plain"] + calls["zero"])
+    assert len(calls["colour"]) >= 3
+    for f0, f1 in calls["colour"]:
+        assert f0.shape == f1.shape == (8, 64)  # the batch's rows, 4 ** 3 bins
+        torch.testing.assert_close(f0.pow(2).sum(1), torch.ones(8), atol=1e-2, rtol=0)
+    assert len(list((tmp / "cache" / "colours").glob("*.safetensors"))) == 2  # A and B
+    assert _final_unet(out["colour"]) != _final_unet(out["plain"])
+
+
+def test_colour_histograms_of_other_rows_than_the_latents_are_refused(workspace, monkeypatch):
+    from translate import training_data
+    from translate.latent_cache import ColourSet
+
+    _, _, config = workspace
+    real = training_data.cached_colours
+
+    def reordered(*args, **kwargs):
+        colours = real(*args, **kwargs)
+        return ColourSet(colours.histograms, colours.names[::-1])
+
+    monkeypatch.setattr(training_data, "cached_colours", reordered)
+    with pytest.raises(TranslateError, match="other files than its latents") as err:
+        training_data.prepare_data(config("flow.colour_weight=1"), torch.device("cpu"))
+    assert "\n" not in str(err.value)
+
+
 def test_augmented_discriminators_change_the_field_and_resume_exactly(workspace):
     tmp, _, config = workspace
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")

@@ -104,6 +104,11 @@ class FlowConfig:
     # paired: each A file with the B file of the same name (paired data: a baseline, not unpaired)
     scope: str = "local"
     cost_resolution: int | None = None  # OT cost on latents average-pooled to this size
+    # weight of the colour term in the plan's cost: the squared distance of the two images' soft
+    # CIELAB colour histograms (of the decoded training latents, colour_bins centres per axis;
+    # translate.colour), scaled to colour_weight times the latent cost on average; 0: latents only
+    colour_weight: float = 0.0
+    colour_bins: int = 12
     # sb-cfm: entropic regularisation, as a fraction of the mean cost; 0 pairs by the exact plan
     # (the limit of a vanishing regulariser: exact OT pairs with Brownian-bridge noise)
     sinkhorn_reg: float = 0.05
@@ -162,6 +167,16 @@ class FlowConfig:
             raise ConfigError(f"flow.source_noise must be >= 0, got {self.source_noise}")
         if not 0 <= self.identity_weight < float("inf"):
             raise ConfigError(f"flow.identity_weight must be >= 0, got {self.identity_weight}")
+        if not 0 <= self.colour_weight < float("inf"):
+            raise ConfigError(f"flow.colour_weight must be >= 0, got {self.colour_weight}")
+        if self.colour_bins < 2:
+            raise ConfigError(f"flow.colour_bins must be >= 2, got {self.colour_bins}")
+        if self.colour_weight > 0 and (self.objective == "i-cfm" or self.scope == "paired"):
+            raise ConfigError(
+                "flow.colour_weight weighs colour in the plan's cost, but "
+                f"flow.objective={self.objective} with flow.scope={self.scope} pairs without a "
+                "cost: use ot-cfm or sb-cfm with scope local, global or dataset"
+            )
         if self.identity_batch < 1:
             raise ConfigError(f"flow.identity_batch must be >= 1, got {self.identity_batch}")
         if self.identity_weight > 0 and self.source_condition:

@@ -3,7 +3,10 @@
 Per batch (``Coupler``), across processes (``GlobalCoupler``) or once over the whole training
 set (``DatasetPlan``; ``DatasetPlan.by_name`` holds a paired data set's true pairs instead).
 The cost is the squared Euclidean distance of the flattened (optionally pooled) latents,
-computed with torch on the latents' device; only the cost matrix goes to POT.
+computed with torch on the latents' device; only the cost matrix goes to POT. With a colour
+weight w > 0 (``flow.colour_weight``) the cost of each pair adds the squared distance of the two
+images' colour features (``translate.colour.colour_histograms``), scaled so that it weighs w times
+the latent cost on average (``pairing_cost``).
 """
 
 from __future__ import annotations
@@ -53,16 +56,50 @@ def pairwise_cost(
     return torch.cdist(a, b).pow(2)
 
 
+def pairing_cost(
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    cost_resolution: int | None = None,
+    colours: tuple[torch.Tensor, torch.Tensor] | None = None,
+    colour_weight: float = 0.0,
+) -> torch.Tensor:
+    """The plan's cost of every row of x0 (n, ...) to x1 (m, ...) -> (n, m), float64.
+
+    ``pairwise_cost`` of the latents, plus, where ``colour_weight`` w > 0, the squared distance H
+    of the rows' colour features ``colours`` = (f0 (n, d), f1 (m, d)) scaled to w times the
+    latent cost's mean: C = L + w * (mean L / mean H) * H. The scale makes w unitless (w = 1:
+    colour and layout weigh alike on average) and leaves a plan of equal batches unchanged by
+    the latents' scale. Raises ValueError when w > 0 and no colour features are given.
+    """
+    cost = pairwise_cost(x0, x1, cost_resolution)
+    if colour_weight <= 0:
+        return cost
+    if colours is None:
+        raise ValueError("a colour weight > 0 needs the rows' colour features")
+    colour = pairwise_cost(*(f.to(cost.device) for f in colours))
+    scale = cost.mean() / colour.mean().clamp_min(1e-12)
+    return cost + colour_weight * scale * colour
+
+
 class Coupler:
     """Pairs two equal batches; subclasses differ only in the plan."""
 
-    def __init__(self, cost_resolution: int | None = None) -> None:
+    def __init__(self, cost_resolution: int | None = None, colour_weight: float = 0.0) -> None:
         self.cost_resolution = cost_resolution
+        self.colour_weight = colour_weight
 
-    def __call__(self, x0: torch.Tensor, x1: torch.Tensor, generator: torch.Generator) -> Pairing:
+    def __call__(
+        self,
+        x0: torch.Tensor,
+        x1: torch.Tensor,
+        generator: torch.Generator,
+        colours: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> Pairing:
+        """Pair x0 (n, C, h, w) with x1 (n, C, h, w); ``colours``: the rows' colour features
+        ((n, d), (n, d)), needed when ``colour_weight`` > 0 (``pairing_cost``)."""
         if len(x0) != len(x1):
             raise ValueError(f"batches must have equal size, got {len(x0)} and {len(x1)}")
-        cost = pairwise_cost(x0, x1, self.cost_resolution)
+        cost = pairing_cost(x0, x1, self.cost_resolution, colours, self.colour_weight)
         rows, cols = self.match(cost.cpu().numpy(), generator)
         rows_t = torch.as_tensor(rows, device=x0.device)
         cols_t = torch.as_tensor(cols, device=x1.device)
@@ -114,8 +151,10 @@ def sample_pairs(
 class SinkhornCoupler(Coupler):
     """SB-CFM: entropic plan (``ot.sinkhorn``), n pairs sampled from it."""
 
-    def __init__(self, reg: float, cost_resolution: int | None = None) -> None:
-        super().__init__(cost_resolution)
+    def __init__(
+        self, reg: float, cost_resolution: int | None = None, colour_weight: float = 0.0
+    ) -> None:
+        super().__init__(cost_resolution, colour_weight)
         self.reg = reg  # as a fraction of the mean cost
 
     def match(self, cost: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -162,8 +201,14 @@ class UnbalancedCoupler(Coupler):
     a batch, at the price of training on reweighted marginals. tau -> 1 is the balanced plan.
     """
 
-    def __init__(self, reg: float, tau: float, cost_resolution: int | None = None) -> None:
-        super().__init__(cost_resolution)
+    def __init__(
+        self,
+        reg: float,
+        tau: float,
+        cost_resolution: int | None = None,
+        colour_weight: float = 0.0,
+    ) -> None:
+        super().__init__(cost_resolution, colour_weight)
         if not 0 < tau < 1:
             raise ValueError(f"tau must lie in (0, 1), got {tau}")
         self.reg, self.tau = reg, tau
@@ -177,13 +222,14 @@ class UnbalancedCoupler(Coupler):
 def build_coupler(cfg: FlowConfig) -> Coupler:
     """The coupler an objective calls for (sb-cfm with ``sinkhorn_reg=0``: the exact plan;
     ``unbalanced_tau`` < 1: the unbalanced entropic plan)."""
+    cost = (cfg.cost_resolution, cfg.colour_weight)
     if cfg.unbalanced_tau < 1:
-        return UnbalancedCoupler(cfg.unbalanced_reg, cfg.unbalanced_tau, cfg.cost_resolution)
+        return UnbalancedCoupler(cfg.unbalanced_reg, cfg.unbalanced_tau, *cost)
     if cfg.exact_plan:
-        return ExactOTCoupler(cfg.cost_resolution)
+        return ExactOTCoupler(*cost)
     if cfg.objective == "sb-cfm":
-        return SinkhornCoupler(cfg.sinkhorn_reg, cfg.cost_resolution)
-    return IndependentCoupler(cfg.cost_resolution)
+        return SinkhornCoupler(cfg.sinkhorn_reg, *cost)
+    return IndependentCoupler(*cost)
 
 
 class GlobalCoupler:
@@ -203,10 +249,18 @@ class GlobalCoupler:
     ) -> None:
         self.coupler, self.gather, self.rank, self.world_size = coupler, gather, rank, world_size
 
-    def __call__(self, x0: torch.Tensor, x1: torch.Tensor, generator: torch.Generator) -> Pairing:
+    def __call__(
+        self,
+        x0: torch.Tensor,
+        x1: torch.Tensor,
+        generator: torch.Generator,
+        colours: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> Pairing:
         n = len(x0)
+        if colours is not None:
+            colours = tuple(self.gather(f.contiguous()) for f in colours)
         pairing = self.coupler(
-            self.gather(x0.contiguous()), self.gather(x1.contiguous()), generator
+            self.gather(x0.contiguous()), self.gather(x1.contiguous()), generator, colours
         )
         part = slice(self.rank * n, (self.rank + 1) * n)
         return Pairing(pairing.x0[part], pairing.x1[part], pairing.cost_ratio)
@@ -231,9 +285,15 @@ class DatasetPlan:
 
     @classmethod
     def solve(
-        cls, latents_a: torch.Tensor, latents_b: torch.Tensor, cost_resolution: int | None = None
+        cls,
+        latents_a: torch.Tensor,
+        latents_b: torch.Tensor,
+        cost_resolution: int | None = None,
+        colours: tuple[torch.Tensor, torch.Tensor] | None = None,
+        colour_weight: float = 0.0,
     ) -> DatasetPlan:
-        """``ot.emd`` between uniform weights on latents_a (N_A, ...) and latents_b (N_B, ...)."""
+        """``ot.emd`` between uniform weights on latents_a (N_A, ...) and latents_b (N_B, ...)
+        under ``pairing_cost`` (``colours``: the rows' colour features, (N_A, d) and (N_B, d))."""
         n, m = len(latents_a), len(latents_b)
         if n * m > MAX_DATASET_PAIRS:
             raise TranslateError(
@@ -241,7 +301,10 @@ class DatasetPlan:
                 f"supports up to {MAX_DATASET_PAIRS:.0e} pairs (about 10,000 images per domain): "
                 "use flow.scope=local or global"
             )
-        cost = pairwise_cost(latents_a.float(), latents_b.float(), cost_resolution).cpu().numpy()
+        cost = pairing_cost(
+            latents_a.float(), latents_b.float(), cost_resolution, colours, colour_weight
+        )
+        cost = cost.cpu().numpy()
         plan = ot.emd(np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost, numItermax=10**9)
         rows, cols = np.nonzero(plan > 1e-12 / (n * m))  # row-major: already grouped by row
         mass = plan[rows, cols]
@@ -310,16 +373,34 @@ class DatasetPlan:
 
 # ----------------------------------------------------------------- pair sources
 class MinibatchPairs:
-    """Each step: an A-batch and a B-batch drawn independently, paired by ``coupler``."""
+    """Each step: an A-batch and a B-batch drawn independently, paired by ``coupler``.
 
-    def __init__(self, sample_a: LatentSampler, sample_b: LatentSampler, coupler) -> None:
+    ``colours``: every A- and B-latent's colour features ((N_A, d), (N_B, d), any device), for
+    a coupler with a colour weight; the drawn rows' features go with them.
+    """
+
+    def __init__(
+        self,
+        sample_a: LatentSampler,
+        sample_b: LatentSampler,
+        coupler,
+        colours: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         self.sample_a, self.sample_b, self.coupler = sample_a, sample_b, coupler
+        self.colours = colours
         self.device = sample_a.device
 
     def __call__(self, n: int, gens) -> Pairing:
-        x0 = self.sample_a.draw(n, gens.data)
-        x1 = self.sample_b.draw(n, gens.data)
-        return self.coupler(x0, x1, gens.coupling)
+        rows_a = self.sample_a.indices(n, gens.data)
+        rows_b = self.sample_b.indices(n, gens.data)
+        x0, x1 = self.sample_a.take(rows_a), self.sample_b.take(rows_b)
+        if self.colours is None:
+            return self.coupler(x0, x1, gens.coupling)
+        colours = tuple(
+            f[rows.to(f.device)].to(self.device)
+            for f, rows in zip(self.colours, (rows_a, rows_b), strict=True)
+        )
+        return self.coupler(x0, x1, gens.coupling, colours)
 
 
 class PlanPairs:

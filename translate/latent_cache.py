@@ -2,6 +2,8 @@
 
 Each cache file is keyed by the VAE, the encoding spec and the files (sizes and mtimes), so a
 changed VAE, resolution or data set is encoded again; training reads the latents, never pixels.
+The images' colour histograms (``translate.colour``; the plan's colour term) are cached the same
+way, one row per latent row, keyed by the spec, the files and the histogram size (not the VAE).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 
 from translate.atomic import atomic_file
 from translate.codec import LatentCodec
+from translate.colour import colour_histograms
 from translate.errors import TranslateError, first_line
 from translate.images import load_rgb, resize_center_crop, to_tensor
 
@@ -75,8 +78,7 @@ class EncodeSpec:
     sample_posterior: bool = False  # a posterior sample instead of the mean
 
 
-def cache_key(codec: LatentCodec, files: Sequence[Path], spec: EncodeSpec) -> str:
-    """Hash of the VAE identity, the spec and the file list (with sizes and mtimes)."""
+def _file_entries(files: Sequence[Path]) -> list[tuple[str, int, int]]:
     entries = []
     for path in files:
         try:
@@ -84,13 +86,23 @@ def cache_key(codec: LatentCodec, files: Sequence[Path], spec: EncodeSpec) -> st
             entries.append((str(path), st.st_size, st.st_mtime_ns))
         except OSError:
             entries.append((str(path), -1, -1))
-    payload = {
-        "format": CACHE_FORMAT,
-        "vae": codec.identity(),
-        "spec": asdict(spec),
-        "files": entries,
-    }
+    return entries
+
+
+def _hash(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cache_key(codec: LatentCodec, files: Sequence[Path], spec: EncodeSpec) -> str:
+    """Hash of the VAE identity, the spec and the file list (with sizes and mtimes)."""
+    return _hash(
+        {
+            "format": CACHE_FORMAT,
+            "vae": codec.identity(),
+            "spec": asdict(spec),
+            "files": _file_entries(files),
+        }
+    )
 
 
 def encode_files(
@@ -122,6 +134,52 @@ def encode_files(
         raise TranslateError(f"none of the {len(files)} images could be read ({desc})")
     failures = list(dict.fromkeys(failures))  # a flipped copy repeats its original's failure
     return LatentSet(torch.cat(chunks), names, failures)
+
+
+@dataclass(frozen=True)
+class ColourSet:
+    """Colour histograms of one domain's images, row for row as ``encode_files`` encodes them."""
+
+    histograms: torch.Tensor  # (N, bins**3) float32, rows as in translate.colour
+    names: list[str]  # as LatentSet.names
+
+
+def cached_colours(
+    cache_dir: str | Path,
+    files: Sequence[Path],
+    spec: EncodeSpec,
+    bins: int,
+    num_workers: int = 0,
+    desc: str = "colours",
+) -> ColourSet:
+    """``translate.colour.colour_histograms`` of the images ``encode_files`` would encode with
+    ``spec`` (same preprocessing, flipped copies, skipped files and row order), memoised under
+    ``cache_dir/colours/<key>.safetensors`` (float16 on disk). Raises TranslateError when no
+    image can be read."""
+    payload = {"format": CACHE_FORMAT, "bins": bins, "files": _file_entries(files)}
+    payload["spec"] = {**asdict(spec), "sample_posterior": None}  # the VAE's business only
+    path = Path(cache_dir) / "colours" / f"{_hash(payload)}.safetensors"
+    if path.is_file():
+        with safe_open(str(path), framework="pt") as f:
+            names = json.loads(f.metadata()["names"])
+            return ColourSet(f.get_tensor("histograms").float(), names)
+    dataset = _ImageFiles(files, spec.resolution, spec.crop, spec.flip)
+    loader = DataLoader(dataset, batch_size=64, num_workers=num_workers, collate_fn=_collate)
+    chunks, names = [], []
+    with tqdm(total=len(dataset), desc=desc, unit="img") as bar:
+        for batch in loader:
+            good = [(i, x) for i, x, _ in batch if x is not None]
+            if good:
+                chunks.append(colour_histograms(torch.stack([x for _, x in good]), bins))
+                names += [_display_name(files[i % len(files)], i >= len(files)) for i, _ in good]
+            bar.update(len(batch))
+    if not chunks:
+        raise TranslateError(f"none of the {len(files)} images could be read ({desc})")
+    stored = torch.cat(chunks).half().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, unique=True) as tmp:
+        save_file({"histograms": stored}, str(tmp), metadata={"names": json.dumps(names)})
+    return ColourSet(stored.float(), names)
 
 
 def _display_name(path: Path, flipped: bool) -> str:

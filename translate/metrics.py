@@ -25,6 +25,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from translate.codec import LatentCodec
+from translate.colour import to_lab
 
 LATENT_POOL = 8  # latent features are average-pooled to at most 8 x 8 positions
 
@@ -108,26 +109,6 @@ def memorisation_ratio(
     fake_d = nearest_distance(translations, train).median()
     real_d = nearest_distance(real, train).median()
     return float(fake_d / real_d.clamp_min(1e-12))
-
-
-def to_lab(images: torch.Tensor) -> torch.Tensor:
-    """sRGB images (n, 3, H, W) in [-1, 1] -> CIELAB (n, 3, H, W): L* in [0, 100], a*, b*.
-
-    Pillow's ImageCms (LittleCMS) does the conversion, D50 white point, 8-bit precision.
-    """
-    from PIL import Image, ImageCms
-
-    transform = ImageCms.buildTransformFromOpenProfiles(
-        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
-    )
-    pixels = (_unit(images) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    out = []
-    for array in pixels:
-        lab = np.asarray(ImageCms.applyTransform(Image.fromarray(array), transform))
-        lightness = lab[..., 0].astype(np.float32) * (100 / 255)
-        ab = lab[..., 1:].view(np.int8).astype(np.float32)  # a*, b* are signed bytes
-        out.append(np.concatenate([lightness[..., None], ab], axis=-1))
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
 
 
 def color_shift(images: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from translate.metrics import to_lab
+from translate.colour import to_lab
 
 # Unicode's skin-tone modifiers (U+1F3FB..U+1F3FF) as they appear in emoji file names
 SKIN_TONES = ("1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff")

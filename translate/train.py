@@ -300,14 +300,16 @@ class Trainer:
             acc.print(f"pairing the {len(names[0])} A-latents with their B files of the same name")
             plan = DatasetPlan.by_name(*names, sample_a.latents, sample_b.latents)
             return PlanPairs(sample_a, sample_b, plan)
+        colours = self.data.train_colours  # None unless flow.colour_weight > 0
         if cfg.flow.scope == "dataset":  # every process solves the same plan (deterministic)
             acc.print(f"solving the OT plan between {len(sample_a)} and {len(sample_b)} latents")
-            plan = DatasetPlan.solve(sample_a.latents, sample_b.latents, cfg.flow.cost_resolution)
+            cost = (cfg.flow.cost_resolution, colours, cfg.flow.colour_weight)
+            plan = DatasetPlan.solve(sample_a.latents, sample_b.latents, *cost)
             return PlanPairs(sample_a, sample_b, plan)
         coupler: Coupler = build_coupler(cfg.flow)
         if cfg.flow.scope == "global" and acc.num_processes > 1:
             coupler = GlobalCoupler(coupler, acc.gather, acc.process_index, acc.num_processes)
-        return MinibatchPairs(sample_a, sample_b, coupler)
+        return MinibatchPairs(sample_a, sample_b, coupler, colours)
 
     def _overlap(self) -> bool:
         overlap = self.cfg.train.overlap_coupling
