@@ -4,6 +4,9 @@
 ``translate.coupling``; cached next to the latents by ``translate.latent_cache.cached_colours``):
 two images that hold the same colours in the same shares are close whatever their layout, so a
 small region of one colour (a face's skin tone) counts wherever it is.
+Colour histograms as an image's layout-free signature: Swain & Ballard, *Color Indexing*, IJCV
+1991; the Hellinger embedding (square roots of the shares) as in Arandjelović & Zisserman's
+RootSIFT (CVPR 2012).
 """
 
 from __future__ import annotations

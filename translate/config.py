@@ -105,8 +105,9 @@ class FlowConfig:
     scope: str = "local"
     cost_resolution: int | None = None  # OT cost on latents average-pooled to this size
     # weight of the colour term in the plan's cost: the squared distance of the two images' soft
-    # CIELAB colour histograms (of the decoded training latents, colour_bins centres per axis;
-    # translate.colour), scaled to colour_weight times the latent cost on average; 0: latents only
+    # CIELAB colour histograms (of the training images, colour_bins centres per axis, cached
+    # with the latents; translate.colour), scaled to colour_weight times the latent cost on
+    # average (the logged pair_cost is then that sum's); 0: latents only
     colour_weight: float = 0.0
     colour_bins: int = 12
     # sb-cfm: entropic regularisation, as a fraction of the mean cost; 0 pairs by the exact plan
