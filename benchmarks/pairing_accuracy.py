@@ -9,7 +9,7 @@ is a squared Euclidean distance between features:
 
 - ``latents[:s]``, ``pixels[:s]`` (pooled to s x s), ``mask:s`` (darkness, pooled);
 - ``hist:n``: the colour composition, layout left out: ``translate.colour.colour_histograms``
-  of the images (n centres per axis), as training's ``flow.colour_weight`` caches them;
+  of the images (n centres per axis, 12 if not given), as ``flow.colour_weight`` caches them;
   ``dhist:n`` the same of the decoded latents (a variant training does not use);
 - ``...-std`` standardised per domain, ``...-white`` whitened per domain (CORAL);
 - ``translated-a2b`` |T_AB(a) - b|^2, ``translated-b2a`` |a - T_BA(b)|^2 and ``translated-sum``,
@@ -91,9 +91,9 @@ def features(name: str, pixels, latents, translated, decoded) -> tuple[torch.Ten
         pairs = {"a2b": [(ta, zb)], "b2a": [(za, tb)], "sum": [(ta, zb), (za, tb)]}[transform]
         return tuple(torch.cat([p[i].flatten(1) for p in pairs], 1).double() for i in (0, 1))
     if base == "hist":
-        return tuple(colour_histograms(x, size or 8).double() for x in pixels)
-    if base == "dhist":  # the same of the decoded latents, as training computes it
-        return tuple(colour_histograms(x, size or 8).double() for x in decoded)
+        return tuple(colour_histograms(x, size or 12).double() for x in pixels)
+    if base == "dhist":  # the same of the decoded latents (training reads the images')
+        return tuple(colour_histograms(x, size or 12).double() for x in decoded)
     if base == "mask":
         pair = [_pool((1 - x.mean(1, keepdim=True)).clamp_min(0), size) for x in pixels]
     else:
@@ -238,8 +238,10 @@ def main() -> None:
     n = len(latents[0])
     rng = np.random.default_rng(0)
     batches = [rng.choice(n, min(args.batch, n), replace=False) for _ in range(args.batches)]
-    with torch.no_grad():
-        decoded = [in_chunks(translator.codec.decode, z) for z in latents]
+    decoded = None  # decoded only for a dhist cost
+    if "dhist" in args.costs:
+        with torch.no_grad():
+            decoded = [in_chunks(translator.codec.decode, z) for z in latents]
     feats = {c: features(c, pixels, latents, translated, decoded) for c in args.costs.split(",")}
     cost_rows = [cost_row(c, *pair, batches) for c, pair in feats.items()]
     coupler_rows = [coupler_row(c, latents, batches) for c in args.couplers.split(",")]

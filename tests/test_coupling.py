@@ -281,4 +281,19 @@ def test_global_coupler_gathers_the_colours_with_the_latents():
 
     coupler = GlobalCoupler(ExactOTCoupler(colour_weight=1.0), gather, 0, 2)
     pairing = coupler(x0, x1, torch.Generator(), (c0, c1))
-    assert len(pairing.x0) == 8 and any(torch.equal(t, c0) for t in seen)
+    assert len(pairing.x0) == 8
+    assert any(torch.equal(t, c0) for t in seen) and any(torch.equal(t, c1) for t in seen)
+
+
+def test_a_colour_weighted_dataset_plan_pairs_by_colour_where_the_latents_cannot_tell():
+    from translate.coupling import DatasetPlan
+
+    n = 12
+    g = torch.Generator().manual_seed(1)
+    latents_a = torch.zeros(n, 2, 2, 2)
+    latents_b = torch.randn(n, 2, 2, 2, generator=g) * 1e-3 + 5.0
+    perm = torch.randperm(n, generator=g)
+    colours = torch.eye(n), torch.eye(n)[perm]
+    plan = DatasetPlan.solve(latents_a, latents_b, None, colours, 1.0)
+    partners = plan.partners(torch.arange(n), torch.Generator())
+    assert partners.tolist() == torch.argsort(perm).tolist()

@@ -148,23 +148,50 @@ def test_colour_histograms_are_cached_row_for_row_with_the_latents(
     real = latents_module.colour_histograms
     monkeypatch.setattr(latents_module, "colour_histograms", lambda *a: calls.append(1) or real(*a))
     latents = cached_latents(tmp_path, codec, files, spec)
-    colours = cached_colours(tmp_path, files, spec, bins=4)
-    assert colours.names == latents.names and len(colours.names) == 24  # 12 and 12 flipped
-    assert colours.histograms.shape == (24, 64)
-    # row i is the histogram of the image behind latent row i, flips included
+    names = latents.names[::-1]  # any order of the latent rows
+    colours = cached_colours(tmp_path, codec, files, spec, names, bins=4)
+    assert colours.shape == (24, 64)  # 12 readable images and their flipped copies
     from translate.evaluate import load_images
 
     pixels = load_images([folders / "trainA" / "003.png"], 16, None).pixels
-    row = colours.names.index("trainA/003.png")
-    torch.testing.assert_close(colours.histograms[row], real(pixels, 4)[0], atol=1e-3, rtol=0)
-    flipped = colours.names.index("trainA/003.png#flip")
-    torch.testing.assert_close(colours.histograms[flipped], colours.histograms[row])
+    row = names.index("trainA/003.png")
+    torch.testing.assert_close(colours[row], real(pixels, 4)[0], atol=1e-3, rtol=0)
+    flipped = names.index("trainA/003.png#flip")
+    torch.testing.assert_close(colours[flipped], colours[row])
     count = len(calls)
-    again = cached_colours(tmp_path, files, spec, bins=4)  # a hit: nothing computed
-    assert len(calls) == count and torch.equal(again.histograms, colours.histograms)
-    cached_colours(tmp_path, files, spec, bins=5)  # another size: a miss
+    again = cached_colours(tmp_path, codec, files, spec, names, bins=4)  # a hit
+    assert len(calls) == count and torch.equal(again, colours)
+    cached_colours(tmp_path, codec, files, spec, names, bins=5)  # another size: a miss
     assert len(calls) > count
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"nope")
-    with pytest.raises(TranslateError, match="could be read"):
-        cached_colours(tmp_path, [bad], spec, bins=4)
+    count = len(calls)
+    other = EncodeSpec(20, flip=True)  # another resolution: other latents, another file
+    other_names = cached_latents(tmp_path, codec, files, other).names
+    assert cached_colours(tmp_path, codec, files, other, other_names, bins=4).shape == (24, 64)
+    assert len(calls) > count
+    # a damaged cache file is computed again, not an error
+    for damaged in (tmp_path / "colours").glob("*.safetensors"):
+        damaged.write_bytes(b"not a safetensors file")
+    count = len(calls)
+    torch.testing.assert_close(cached_colours(tmp_path, codec, files, spec, names, bins=4), colours)
+    assert len(calls) > count
+
+
+def test_a_colour_row_whose_file_can_no_longer_be_read_is_one_line(
+    codec, folders, tmp_path, monkeypatch
+):
+    files = scan_images(folders / "trainA").files
+    spec = EncodeSpec(16)
+    names = cached_latents(tmp_path, codec, files, spec).names
+    real = latents_module.load_rgb
+
+    def unreadable(path):
+        if path.name == "003.png":
+            raise OSError("permission denied")
+        return real(path)
+
+    monkeypatch.setattr(latents_module, "load_rgb", unreadable)
+    with pytest.raises(TranslateError, match="003.png: permission denied") as err:
+        cached_colours(tmp_path, codec, files, spec, names, bins=4)
+    assert "\n" not in str(err.value)
+    with pytest.raises(TranslateError, match="no file of this data set"):
+        cached_colours(tmp_path, codec, files, spec, [*names, "trainA/999.png"], bins=4)

@@ -577,11 +577,20 @@ def test_colour_term_pairs_with_the_cached_histograms_and_weight_zero_is_the_pla
     seen = []
     plain_call = coupling_module.Coupler.__call__
 
+    drawn, prepared = [], []
+    plain_prepare = train_module.prepare_data
+
     def spy(self, x0, x1, generator, colours=None):
         seen.append(colours)
+        drawn.append((x0, x1))
         return plain_call(self, x0, x1, generator, colours)
 
+    def prepare(*args, **kwargs):
+        prepared.append(plain_prepare(*args, **kwargs))
+        return prepared[-1]
+
     monkeypatch.setattr(coupling_module.Coupler, "__call__", spy)
+    monkeypatch.setattr(train_module, "prepare_data", prepare)
     out, calls = {}, {}
     for name, settings in (
         ("plain", ()),
@@ -590,6 +599,7 @@ def test_colour_term_pairs_with_the_cached_histograms_and_weight_zero_is_the_pla
     ):
         out[name] = tmp / f"run-{name}"
         seen.clear()
+        drawn.clear()
         train_module.main(config(*settings, "train.steps=3", f"train.output_dir={out[name]}"))
         calls[name] = list(seen)
         if name != "colour":
@@ -597,28 +607,17 @@ def test_colour_term_pairs_with_the_cached_histograms_and_weight_zero_is_the_pla
     assert _final_unet(out["zero"]) == _final_unet(out["plain"])
     assert len(calls["plain"]) >= 3 and all(c is None for c in calls["plain"] + calls["zero"])
     assert len(calls["colour"]) >= 3
-    for f0, f1 in calls["colour"]:
+    data = prepared[-1]  # the colour run's: each plan's histograms are its drawn rows' own
+    for (x0, x1), (f0, f1) in zip(drawn, calls["colour"], strict=True):
         assert f0.shape == f1.shape == (8, 64)  # the batch's rows, 4 ** 3 bins
-        torch.testing.assert_close(f0.pow(2).sum(1), torch.ones(8), atol=1e-2, rtol=0)
+        for x, f, latents, cached in (
+            (x0, f0, data.train_a.latents, data.train_colours[0]),
+            (x1, f1, data.train_b.latents, data.train_colours[1]),
+        ):
+            rows = [int(torch.where((latents.float() == r).all(dim=(1, 2, 3)))[0][0]) for r in x]
+            assert torch.equal(f, cached[rows])
     assert len(list((tmp / "cache" / "colours").glob("*.safetensors"))) == 2  # A and B
     assert _final_unet(out["colour"]) != _final_unet(out["plain"])
-
-
-def test_colour_histograms_of_other_rows_than_the_latents_are_refused(workspace, monkeypatch):
-    from translate import training_data
-    from translate.latent_cache import ColourSet
-
-    _, _, config = workspace
-    real = training_data.cached_colours
-
-    def reordered(*args, **kwargs):
-        colours = real(*args, **kwargs)
-        return ColourSet(colours.histograms, colours.names[::-1])
-
-    monkeypatch.setattr(training_data, "cached_colours", reordered)
-    with pytest.raises(TranslateError, match="other files than its latents") as err:
-        training_data.prepare_data(config("flow.colour_weight=1"), torch.device("cpu"))
-    assert "\n" not in str(err.value)
 
 
 def test_augmented_discriminators_change_the_field_and_resume_exactly(workspace):

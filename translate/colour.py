@@ -16,7 +16,7 @@ import torch
 
 BACKGROUND_LIGHTNESS = 95.0  # pixels at least this light (L*) are background, not composition
 A_B_RANGE = 80.0  # histogram centres span a*, b* in [-80, 80]
-CHUNK = 64  # images per step: the (L*, a*) kernel products take CHUNK * H*W * bins**2 floats
+BUDGET = 2**25  # floats of (L*, a*) kernel products per step: images * H*W * bins**2 (128 MB)
 
 
 def to_lab(images: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,8 @@ def colour_histograms(images: torch.Tensor, bins: int) -> torch.Tensor:
         raise ValueError(f"a colour histogram needs at least 2 bins per axis, got {bins}")
     centres = [torch.linspace(0, 100, bins), *[torch.linspace(-A_B_RANGE, A_B_RANGE, bins)] * 2]
     rows = []
-    for chunk in images.split(CHUNK):
+    per_step = max(1, BUDGET // (images[0, 0].numel() * bins * bins)) if len(images) else 1
+    for chunk in images.split(per_step):
         lab = to_lab(chunk).flatten(2)  # (n, 3, H*W)
         weights = []
         for axis, c in enumerate(centres):  # (n, H*W, bins) kernel weights, each row sums to 1

@@ -27,6 +27,7 @@ SPACES = ("latents", "pixels")  # what the discriminators judge: translate.adver
 AUGMENTATIONS = ("none", "translation", "cutout", "translation-cutout")
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global", "dataset", "paired")
+MAX_COLOUR_BINS = 16  # flow.colour_bins: 16**3 = 4096 histogram entries per training image
 LR_SCHEDULES = ("constant", "cosine", "linear")
 LATENT_STORAGES = ("auto", "memory", "mmap")
 PRECISIONS = ("launcher", "auto", "no", "bf16", "fp16")
@@ -107,7 +108,8 @@ class FlowConfig:
     # weight of the colour term in the plan's cost: the squared distance of the two images' soft
     # CIELAB colour histograms (of the training images, colour_bins centres per axis, cached
     # with the latents; translate.colour), scaled to colour_weight times the latent cost on
-    # average (the logged pair_cost is then that sum's); 0: latents only
+    # average (the logged pair_cost is then that sum's); 0: latents only. It weighs in the OT
+    # pairs only: a reflow round's pairs come from the field
     colour_weight: float = 0.0
     colour_bins: int = 12
     # sb-cfm: entropic regularisation, as a fraction of the mean cost; 0 pairs by the exact plan
@@ -170,8 +172,10 @@ class FlowConfig:
             raise ConfigError(f"flow.identity_weight must be >= 0, got {self.identity_weight}")
         if not 0 <= self.colour_weight < float("inf"):
             raise ConfigError(f"flow.colour_weight must be >= 0, got {self.colour_weight}")
-        if self.colour_bins < 2:
-            raise ConfigError(f"flow.colour_bins must be >= 2, got {self.colour_bins}")
+        if not 2 <= self.colour_bins <= MAX_COLOUR_BINS:
+            raise ConfigError(
+                f"flow.colour_bins must lie in [2, {MAX_COLOUR_BINS}], got {self.colour_bins}"
+            )
         if self.colour_weight > 0 and (self.objective == "i-cfm" or self.scope == "paired"):
             raise ConfigError(
                 "flow.colour_weight weighs colour in the plan's cost, but "

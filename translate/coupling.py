@@ -77,8 +77,8 @@ def pairing_cost(
     if colours is None:
         raise ValueError("a colour weight > 0 needs the rows' colour features")
     colour = pairwise_cost(*(f.to(cost.device) for f in colours))
-    scale = cost.mean() / colour.mean().clamp_min(1e-12)
-    return cost + colour_weight * scale * colour
+    scale = (cost.mean() / colour.mean().clamp_min(1e-12)).item()
+    return cost.add_(colour, alpha=colour_weight * scale)  # in place: a dataset plan's is large
 
 
 class Coupler:

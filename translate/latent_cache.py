@@ -3,7 +3,7 @@
 Each cache file is keyed by the VAE, the encoding spec and the files (sizes and mtimes), so a
 changed VAE, resolution or data set is encoded again; training reads the latents, never pixels.
 The images' colour histograms (``translate.colour``; the plan's colour term) are cached the same
-way, one row per latent row, keyed by the spec, the files and the histogram size (not the VAE).
+way, one row per latent row, keyed by the latent cache's key and the histogram size.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from translate.atomic import atomic_file
@@ -29,6 +29,7 @@ from translate.errors import TranslateError, first_line
 from translate.images import load_rgb, resize_center_crop, to_tensor
 
 CACHE_FORMAT = 2  # bump when the cache layout or the preprocessing changes (2: ICC -> sRGB)
+COLOUR_FORMAT = 1  # bump when translate.colour's histograms change
 
 
 @dataclass(frozen=True)
@@ -136,50 +137,58 @@ def encode_files(
     return LatentSet(torch.cat(chunks), names, failures)
 
 
-@dataclass(frozen=True)
-class ColourSet:
-    """Colour histograms of one domain's images, row for row as ``encode_files`` encodes them."""
-
-    histograms: torch.Tensor  # (N, bins**3) float32, rows as in translate.colour
-    names: list[str]  # as LatentSet.names
-
-
 def cached_colours(
     cache_dir: str | Path,
+    codec: LatentCodec,
     files: Sequence[Path],
     spec: EncodeSpec,
+    names: Sequence[str],
     bins: int,
     num_workers: int = 0,
     desc: str = "colours",
-) -> ColourSet:
-    """``translate.colour.colour_histograms`` of the images ``encode_files`` would encode with
-    ``spec`` (same preprocessing, flipped copies, skipped files and row order), memoised under
-    ``cache_dir/colours/<key>.safetensors`` (float16 on disk). Raises TranslateError when no
-    image can be read."""
-    payload = {"format": CACHE_FORMAT, "bins": bins, "files": _file_entries(files)}
-    payload["spec"] = {**asdict(spec), "sample_posterior": None}  # the VAE's business only
-    path = Path(cache_dir) / "colours" / f"{_hash(payload)}.safetensors"
+) -> torch.Tensor:
+    """Colour histograms (len(names), bins**3), float32, of the images behind the latent rows
+    ``names`` (``LatentSet.names``) of ``cached_latents(cache_dir, codec, files, spec)``, in that
+    order: a flipped copy's row is its flipped image's (``translate.colour.colour_histograms``).
+
+    Memoised under ``cache_dir/colours/<key>.safetensors`` (float16), keyed by that latent
+    cache's key, ``bins`` and ``COLOUR_FORMAT``; a cache file that cannot be read or holds
+    another number of rows is computed again. Raises TranslateError when a row names no file
+    of ``files`` or its file can no longer be read.
+    """
+    key = {"latents": cache_key(codec, files, spec), "bins": bins, "colours": COLOUR_FORMAT}
+    path = Path(cache_dir) / "colours" / f"{_hash(key)}.safetensors"
     if path.is_file():
-        with safe_open(str(path), framework="pt") as f:
-            names = json.loads(f.metadata()["names"])
-            return ColourSet(f.get_tensor("histograms").float(), names)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                stored = f.get_tensor("histograms")
+            if stored.shape == (len(names), bins**3):
+                return stored.float()
+        except Exception:  # a damaged cache file is only a cache: computed again below
+            pass
     dataset = _ImageFiles(files, spec.resolution, spec.crop, spec.flip)
-    loader = DataLoader(dataset, batch_size=64, num_workers=num_workers, collate_fn=_collate)
-    chunks, names = [], []
-    with tqdm(total=len(dataset), desc=desc, unit="img") as bar:
+    where = {_display_name(files[i % len(files)], i >= len(files)): i for i in range(len(dataset))}
+    unknown = [name for name in names if name not in where]
+    if unknown:
+        raise TranslateError(f"{desc}: the latent row {unknown[0]} is no file of this data set")
+    rows = Subset(dataset, [where[name] for name in names])
+    loader = DataLoader(rows, batch_size=64, num_workers=num_workers, collate_fn=_collate)
+    chunks = []
+    with tqdm(total=len(rows), desc=desc, unit="img") as bar:
         for batch in loader:
-            good = [(i, x) for i, x, _ in batch if x is not None]
-            if good:
-                chunks.append(colour_histograms(torch.stack([x for _, x in good]), bins))
-                names += [_display_name(files[i % len(files)], i >= len(files)) for i, _ in good]
+            lost = [reason for _, x, reason in batch if x is None]
+            if lost:
+                raise TranslateError(
+                    f"{desc}: {lost[0]}; its latents were cached when it could be read: "
+                    "restore the file, or move it out of the data set"
+                )
+            chunks.append(colour_histograms(torch.stack([x for _, x, _ in batch]), bins))
             bar.update(len(batch))
-    if not chunks:
-        raise TranslateError(f"none of the {len(files)} images could be read ({desc})")
-    stored = torch.cat(chunks).half().contiguous()
+    stored = (torch.cat(chunks) if chunks else torch.zeros(0, bins**3)).half().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, unique=True) as tmp:
-        save_file({"histograms": stored}, str(tmp), metadata={"names": json.dumps(names)})
-    return ColourSet(stored.float(), names)
+        save_file({"histograms": stored}, str(tmp))
+    return stored.float()
 
 
 def _display_name(path: Path, flipped: bool) -> str:

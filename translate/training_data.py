@@ -11,7 +11,6 @@ from translate.autoencoder import autoencoder_dir, train_autoencoder
 from translate.codec import LatentCodec
 from translate.config import Config, check_resolution
 from translate.data import ImageSource, open_source
-from translate.errors import TranslateError
 from translate.latent_cache import EncodeSpec, LatentSet, cached_colours, cached_latents
 from translate.precision import stage1_bf16
 
@@ -91,28 +90,24 @@ def prepare_data(cfg: Config, device: torch.device) -> PreparedData:
                 mmap=split == "train",  # the trainer decides where they live
             )
     colours = None
-    if cfg.flow.colour_weight > 0:
+    if cfg.flow.colour_weight > 0:  # row for row with the train latents, flips included
+        spec = EncodeSpec(
+            cfg.data.resolution,
+            source.crop,
+            flip=cfg.data.flip,
+            sample_posterior=cfg.vae.sample_posterior,
+        )
         colours = tuple(
-            _colours(cfg, files, sets[f"train_{domain.lower()}"], source.crop, domain)
+            cached_colours(
+                cfg.data.cache_dir,
+                codec,
+                files,
+                spec,
+                sets[f"train_{domain.lower()}"].names,
+                cfg.flow.colour_bins,
+                cfg.data.num_workers,
+                desc=f"colours: train{domain}",
+            )
             for domain, files in zip("AB", source.split("train"), strict=True)
         )
     return PreparedData(source, codec, vae_test_psnr=psnr, train_colours=colours, **sets)
-
-
-def _colours(cfg: Config, files, latents: LatentSet, crop: int | None, domain: str):
-    """The train images' colour histograms, checked to be row for row those of ``latents``."""
-    spec = EncodeSpec(cfg.data.resolution, crop, flip=cfg.data.flip)
-    colours = cached_colours(
-        cfg.data.cache_dir,
-        files,
-        spec,
-        cfg.flow.colour_bins,
-        cfg.data.num_workers,
-        desc=f"colours: train{domain}",
-    )
-    if colours.names != latents.names:
-        raise TranslateError(
-            f"the colour histograms of train{domain} hold other files than its latents (a file "
-            f"changed between the two reads): run the command again to re-read both"
-        )
-    return colours.histograms
