@@ -65,6 +65,17 @@ def prepare_codec(
     return LatentCodec.from_pretrained(report.path, device=device), report.test_psnr
 
 
+def _encode_spec(cfg: Config, source: ImageSource, split: str) -> EncodeSpec:
+    """How ``split``'s images become latents (flipped copies for training only); the colour
+    cache keys on the latent cache of the same spec."""
+    return EncodeSpec(
+        cfg.data.resolution,
+        source.crop,
+        flip=cfg.data.flip and split == "train",
+        sample_posterior=cfg.vae.sample_posterior,
+    )
+
+
 def prepare_data(cfg: Config, device: torch.device) -> PreparedData:
     """Build or reuse every cached artefact a run needs, in order."""
     source = open_source(cfg.data)
@@ -73,17 +84,11 @@ def prepare_data(cfg: Config, device: torch.device) -> PreparedData:
     sets = {}
     for split in ("train", "test"):
         for domain, files in zip("AB", source.split(split), strict=True):
-            spec = EncodeSpec(
-                cfg.data.resolution,
-                source.crop,
-                flip=cfg.data.flip and split == "train",
-                sample_posterior=cfg.vae.sample_posterior,
-            )
             sets[f"{split}_{domain.lower()}"] = cached_latents(
                 cfg.data.cache_dir,
                 codec,
                 files,
-                spec,
+                _encode_spec(cfg, source, split),
                 cfg.vae.encode_batch_size,
                 cfg.data.num_workers,
                 desc=f"latents: encoding {split}{domain}",
@@ -91,18 +96,12 @@ def prepare_data(cfg: Config, device: torch.device) -> PreparedData:
             )
     colours = None
     if cfg.flow.colour_weight > 0:  # row for row with the train latents, flips included
-        spec = EncodeSpec(
-            cfg.data.resolution,
-            source.crop,
-            flip=cfg.data.flip,
-            sample_posterior=cfg.vae.sample_posterior,
-        )
         colours = tuple(
             cached_colours(
                 cfg.data.cache_dir,
                 codec,
                 files,
-                spec,
+                _encode_spec(cfg, source, "train"),
                 sets[f"train_{domain.lower()}"].names,
                 cfg.flow.colour_bins,
                 cfg.data.num_workers,
