@@ -470,6 +470,28 @@ def test_transport_term_changes_the_field_and_resumes_exactly(workspace):
     assert _final_unet(split) == _final_unet(whole)
 
 
+def test_pixel_space_discriminators_pass_their_gradient_through_the_real_decoder(
+    workspace, monkeypatch
+):
+    """With adversarial.space=pixels the generator term judges images the run's own frozen
+    VAE decoded with the graph kept, so its gradient reaches the field."""
+    from translate.adversarial import Adversary
+
+    tmp, _, config = workspace
+    adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
+    adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
+    seen, generator_loss = [], Adversary.generator_loss
+
+    def recording(self, fake, *args, **kwargs):
+        seen.append((fake.a.shape, fake.a.requires_grad, fake.b.requires_grad))
+        return generator_loss(self, fake, *args, **kwargs)
+
+    monkeypatch.setattr(Adversary, "generator_loss", recording)
+    settings = (*adv, "adversarial.space=pixels", "train.steps=3")
+    train_module.main(config(*settings, f"train.output_dir={tmp / 'run-pixels'}"))
+    assert seen and all(s == ((3, 3, 16, 16), True, True) for s in seen)
+
+
 def test_joint_field_gives_each_group_of_rows_its_own_velocities():
     """The regression's rows, the rolled-out states and the identity rows share one forward
     pass; each group gets back the velocities of its own rows."""

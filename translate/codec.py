@@ -160,6 +160,12 @@ class LatentCodec:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents (batch, C, h, w) -> pixels (batch, 3, h*f, w*f) in [-1, 1]."""
+        return self.decode_differentiable(latents)
+
+    def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
+        """``decode`` with the graph kept: a loss on the images passes its gradient back to the
+        latents through the frozen decoder (its weights take none), for training terms that
+        judge decoded images."""
         raw = latents.float() / self.scaling_factor + self.shift_factor
         return self.vae.decode(raw.to(self.device, self.dtype)).sample.float().clamp(-1, 1)
 

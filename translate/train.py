@@ -261,10 +261,10 @@ class Trainer:
         self.guide: UNet2DModel | None = None  # the EMA field kept at guide_step
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> images for pixel-space discriminators, in the run's autocast (the frozen
-        decoder passes the discriminators' gradient on to the latents)."""
+        """Latents -> images for pixel-space discriminators and the colour term, in the run's
+        autocast (the frozen decoder passes their gradients on to the latents)."""
         with self.accelerator.autocast():
-            return self.data.codec.decode(latents)
+            return self.data.codec.decode_differentiable(latents)
 
     def _build_unet(self) -> UNet2DModel:
         shape = self.latent_shape  # (C, h, w)
