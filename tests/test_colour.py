@@ -58,3 +58,15 @@ def test_the_skin_tone_decides_where_a_pixel_distance_follows_the_layout():
 def test_too_few_bins_raise():
     with pytest.raises(ValueError, match="at least 2 bins"):
         colour_histograms(_flat((0, 0, 0)), bins=1)
+
+
+def test_the_differentiable_conversion_agrees_with_littlecms_and_has_a_gradient():
+    from translate.colour import srgb_to_lab
+
+    g = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, 256, (4, 3, 16, 16), generator=g).float()
+    images = (levels / 127.5 - 1).requires_grad_()
+    ours, reference = srgb_to_lab(images), to_lab(images.detach())
+    assert (ours - reference).abs().amax().item() < 1.0  # LittleCMS rounds to 8 bits
+    ours.sum().backward()
+    assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0

@@ -2,9 +2,18 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from translate.config import ConfigError, config_from_dict
-from translate.content import ContentTerm, PatchFeatures, patch_nce, transport_cost
+from translate.content import (
+    ContentTerm,
+    PatchFeatures,
+    colour_composition,
+    colour_consistency,
+    colour_layout,
+    patch_nce,
+    transport_cost,
+)
 
 
 def _term(seed=0, patches=64):
@@ -85,6 +94,11 @@ def test_save_and_load_round_trip(tmp_path):
         ({"nce_weight": -1.0}, "nce_weight must be >= 0"),
         ({"weight": 0.0, "transport_weight": 0.1}, "needs adversarial.weight > 0"),
         ({"transport_weight": -0.1}, "transport_weight must be >= 0"),
+        ({"weight": 0.0, "colour_weight": 1.0}, "needs adversarial.weight > 0"),
+        ({"colour_weight": -1.0}, "colour_weight must be >= 0"),
+        ({"colour_weight": float("inf")}, "colour_weight must be >= 0 and finite"),
+        ({"colour_weight": 1.0, "colour_match": "hue"}, "colour_match=.hue. is not one of"),
+        ({"colour_weight": 1.0, "colour_cell": 0}, "colour_cell must be positive"),
         ({"nce_weight": 0.5, "nce_patches": 1}, "nce_patches must be >= 2"),
         ({"nce_weight": 0.5, "nce_temperature": 0.0}, "nce_temperature must be positive"),
     ],
@@ -99,3 +113,75 @@ def test_transport_cost_is_the_mean_squared_distance_per_element():
     moved = source + torch.tensor([1.0, 3.0]).view(2, 1, 1, 1)
     torch.testing.assert_close(transport_cost(moved, source), torch.tensor(5.0))  # (1 + 9) / 2
     assert transport_cost(source, source) == 0
+
+
+def _figure(skin, outline=(0, 0, 0), shirt=(40, 90, 200), size=16):
+    """A flat drawing (1, 3, size, size) in [-1, 1]: a skin-coloured face above a shirt, a
+    one-pixel outline around the face, on white. Colours are sRGB 0-255."""
+    image = torch.full((3, size, size), 255.0)
+    image[:, 2:9, 4:12] = torch.tensor(outline, dtype=torch.float32)[:, None, None]
+    image[:, 3:8, 5:11] = torch.tensor(skin, dtype=torch.float32)[:, None, None]
+    image[:, 10:15, 3:13] = torch.tensor(shirt, dtype=torch.float32)[:, None, None]
+    return image[None] / 127.5 - 1
+
+
+LIGHT, DARK = (250, 220, 188), (106, 70, 47)  # OpenMoji's lightest and darkest skin
+
+
+def test_colour_composition_sees_the_skin_tone_not_the_outlines_or_the_layout():
+    source = _figure(LIGHT)
+    assert colour_composition(source, source).item() == pytest.approx(0.0, abs=1e-6)
+    redrawn = torch.roll(_figure(LIGHT, outline=(128, 128, 128)), 2, dims=-1)  # grey lines
+    darkened = _figure(DARK)
+    assert colour_composition(redrawn, source).item() < 1e-4
+    assert colour_composition(darkened, source).item() > 0.02
+
+
+def test_colour_composition_pulls_a_translations_skin_towards_the_sources_tone():
+    from translate.colour import srgb_to_lab
+
+    source, translation = _figure(LIGHT), _figure(DARK).requires_grad_()
+    optimizer = torch.optim.Adam([translation], lr=0.02)
+    before = colour_composition(translation, source).item()
+    for _ in range(150):
+        optimizer.zero_grad()
+        colour_composition(translation, source).backward()
+        optimizer.step()
+    assert source.grad is None  # the source's side is a fixed target
+    skin = (slice(None), 0, slice(3, 8), slice(5, 11))  # L* of the face
+    gap = srgb_to_lab(source)[skin].mean() - srgb_to_lab(translation.detach())[skin].mean()
+    assert colour_composition(translation, source).item() < 0.25 * before
+    assert gap.item() < 10  # from about 55 L* darker
+
+
+def test_colour_layout_compares_cell_means_so_the_drawing_inside_a_cell_is_free():
+    from translate.colour import srgb_to_lab
+
+    source = _figure(LIGHT)
+    assert colour_layout(source, source, 4).item() == 0
+    swapped = source.clone()  # two pixels of one 4 x 4 cell trade places: the same cell mean
+    swapped[..., 4, 4], swapped[..., 4, 5] = source[..., 4, 5], source[..., 4, 4]
+    torch.testing.assert_close(colour_layout(swapped, source, 4), torch.tensor(0.0))
+    moved = torch.roll(source, 4, dims=-1)  # the figure a whole cell to the right
+    assert colour_layout(moved, source, 4).item() > 0.01
+    lab = srgb_to_lab(torch.cat([source, _figure(DARK)]))
+    expected = (F.avg_pool2d(lab[1:], 4) - F.avg_pool2d(lab[:1], 4)).div(100).square().mean()
+    torch.testing.assert_close(colour_layout(_figure(DARK), source, 4), expected)
+
+
+def test_colour_layout_pulls_the_skin_where_it_lies_and_the_choice_is_checked():
+    from translate.colour import srgb_to_lab
+
+    source, translation = _figure(LIGHT), _figure(DARK).requires_grad_()
+    optimizer = torch.optim.Adam([translation], lr=0.02)
+    for _ in range(150):
+        optimizer.zero_grad()
+        colour_consistency(translation, source, "layout", 4).backward()
+        optimizer.step()
+    skin = (slice(None), 0, slice(3, 8), slice(5, 11))
+    gap = srgb_to_lab(source)[skin].mean() - srgb_to_lab(translation.detach())[skin].mean()
+    assert gap.item() < 10  # from about 55 L* darker
+    images = (_figure(DARK), source)
+    assert colour_consistency(*images, "composition", 4) == colour_composition(*images)
+    with pytest.raises(ValueError, match="unknown colour match 'hue'"):
+        colour_consistency(*images, "hue", 4)

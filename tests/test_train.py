@@ -470,6 +470,49 @@ def test_transport_term_changes_the_field_and_resumes_exactly(workspace):
     assert _final_unet(split) == _final_unet(whole)
 
 
+def test_colour_term_judges_each_decoded_endpoint_against_its_decoded_source(
+    workspace, monkeypatch
+):
+    """The colour term compares, per direction, the decoded predicted endpoints (with a
+    gradient back to the field) with the decoded sources they were rolled out from; it changes
+    the field and resumes exactly."""
+    tmp, _, config = workspace
+    adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
+    adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
+    colour = (*adv, "adversarial.colour_weight=5", "adversarial.colour_match=composition")
+    colour += ("adversarial.colour_cell=4",)
+    seen, content, consistency = [], train_module.Trainer._content, train_module.colour_consistency
+
+    def recording_content(self, fake, sources):
+        seen.append({"sources": sources, "decode": self._decode, "calls": []})
+        return content(self, fake, sources)
+
+    def recording_consistency(translations, source_images, match, cell):
+        seen[-1]["calls"].append((translations, source_images))
+        assert (match, cell) == ("composition", 4)
+        return consistency(translations, source_images, match, cell)
+
+    monkeypatch.setattr(train_module.Trainer, "_content", recording_content)
+    monkeypatch.setattr(train_module, "colour_consistency", recording_consistency)
+    without, whole, split = tmp / "run-adv", tmp / "run-colour", tmp / "run-colour-split"
+    train_module.main(config(*colour, "train.steps=6", f"train.output_dir={whole}"))
+    assert len(seen) == 5  # the generator term is on from step 2 (start=1)
+    for step in seen:
+        assert len(step["calls"]) == 2  # A -> B endpoints, then B -> A
+        for d, (translations, source_images) in zip("ab", step["calls"], strict=True):
+            assert translations.shape == (3, 3, 16, 16) and translations.requires_grad
+            assert not source_images.requires_grad
+            with torch.no_grad():
+                expected = step["decode"](getattr(step["sources"], d))
+            torch.testing.assert_close(source_images, expected)
+    monkeypatch.undo()
+    train_module.main(config(*adv, "train.steps=6", f"train.output_dir={without}"))
+    assert _final_unet(whole) != _final_unet(without)
+    train_module.main(config(*colour, "train.steps=3", f"train.output_dir={split}"))
+    train_module.main(config(*colour, "train.steps=6", f"train.output_dir={split}"))
+    assert _final_unet(split) == _final_unet(whole)
+
+
 def test_pixel_space_discriminators_pass_their_gradient_through_the_real_decoder(
     workspace, monkeypatch
 ):

@@ -19,6 +19,17 @@ A_B_RANGE = 80.0  # histogram centres span a*, b* in [-80, 80]
 BUDGET = 2**25  # floats of (L*, a*) kernel products per step: images * H*W * bins**2 (128 MB)
 
 
+# linear sRGB -> XYZ, adapted to the D50 white by the Bradford transform (as ICC profiles are)
+SRGB_TO_XYZ_D50 = torch.tensor(
+    [
+        [0.4360747, 0.3850649, 0.1430804],
+        [0.2225045, 0.7168786, 0.0606169],
+        [0.0139322, 0.0971045, 0.7141733],
+    ]
+)
+D50_WHITE = torch.tensor([0.9642, 1.0, 0.8249])
+
+
 def to_lab(images: torch.Tensor) -> torch.Tensor:
     """sRGB images (n, 3, H, W) in [-1, 1] -> CIELAB (n, 3, H, W): L* in [0, 100], a*, b*.
 
@@ -38,6 +49,25 @@ def to_lab(images: torch.Tensor) -> torch.Tensor:
         ab = lab[..., 1:].view(np.int8).astype(np.float32)  # a*, b* are signed bytes
         out.append(np.concatenate([lightness[..., None], ab], axis=-1))
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+
+
+def srgb_to_lab(images: torch.Tensor) -> torch.Tensor:
+    """sRGB images (n, 3, H, W) in [-1, 1] -> CIELAB (n, 3, H, W), float32, differentiable.
+
+    The same D50 CIELAB as ``to_lab`` (which goes through LittleCMS at 8 bits and has no
+    gradient), computed in torch for losses: the sRGB transfer function of IEC 61966-2-1,
+    the sRGB -> XYZ matrix adapted to D50 by the Bradford transform (Lindbloom's table), and
+    CIE 15:2004's L*a*b* formulas (f(t) = t^(1/3) above (6/29)^3, linear below).
+    """
+    unit = ((images.float() + 1) / 2).clamp(0, 1)
+    linear = torch.where(unit <= 0.04045, unit / 12.92, ((unit + 0.055) / 1.055) ** 2.4)
+    xyz = torch.einsum("ij,njhw->nihw", SRGB_TO_XYZ_D50.to(linear.device), linear)
+    t = xyz / D50_WHITE.to(linear.device).view(1, 3, 1, 1)
+    delta = 6 / 29
+    f = torch.where(t > delta**3, t.clamp_min(delta**3) ** (1 / 3), t / (3 * delta**2) + 4 / 29)
+    return torch.stack(
+        [116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], dim=1
+    )
 
 
 def colour_histograms(images: torch.Tensor, bins: int) -> torch.Tensor:

@@ -25,6 +25,7 @@ WEIGHTINGS = ("uniform", "distance")  # of predicted endpoints: translate.advers
 SPACES = ("latents", "pixels")  # what the discriminators judge: translate.adversarial
 # DiffAugment policies of the discriminators' inputs: translate.adversarial.diff_augment
 AUGMENTATIONS = ("none", "translation", "cutout", "translation-cutout")
+COLOUR_MATCHES = ("layout", "composition")  # the colour term's comparisons: translate.content
 OBJECTIVES = ("ot-cfm", "i-cfm", "sb-cfm")
 SCOPES = ("local", "global", "dataset", "paired")
 MAX_COLOUR_BINS = 16  # flow.colour_bins: 16**3 = 4096 histogram entries per training image
@@ -251,20 +252,32 @@ class AdversarialConfig:
     # the transport cost tau |z_src - z_hat|^2 of each judged endpoint from its source (UNSB's
     # Schrodinger-bridge cost), added with this weight and ramped likewise; 0: off
     transport_weight: float = 0.0
+    # the colour term (translate.content.colour_consistency): each judged endpoint and its
+    # source, both decoded by the frozen VAE, compared in CIELAB, added with this weight and
+    # ramped likewise; 0: off
+    colour_weight: float = 0.0
+    # layout: the colours averaged over cells of colour_cell x colour_cell pixels, place by
+    # place; composition: the chromatic pixels' colour distributions, wherever they lie
+    colour_match: str = "layout"
+    colour_cell: int = 8
 
     def __post_init__(self) -> None:
         _choice("adversarial.weighting", self.weighting, WEIGHTINGS)
         _choice("adversarial.space", self.space, SPACES)
         _choice("adversarial.augment", self.augment, AUGMENTATIONS)
+        _choice("adversarial.colour_match", self.colour_match, COLOUR_MATCHES)
+        _positive("adversarial.colour_cell", self.colour_cell)
         _choice("adversarial.trajectory_states", self.trajectory_states, ROLLOUT_STATES)
         _positive("adversarial.trajectory_batch", self.trajectory_batch)
         if self.real_batch is not None:
             _positive("adversarial.real_batch", self.real_batch)
         _positive("adversarial.r1_every", self.r1_every)
         keys = ("weight", "start", "ramp", "r1_gamma", "disc_start", "trajectory_steps")
-        for key in (*keys, "nce_weight", "transport_weight"):
-            if (getattr(self, key) or 0) < 0:
-                raise ConfigError(f"adversarial.{key} must be >= 0, got {getattr(self, key)}")
+        for key in (*keys, "nce_weight", "transport_weight", "colour_weight"):
+            if (getattr(self, key) or 0) < 0 or not math.isfinite(getattr(self, key) or 0):
+                raise ConfigError(
+                    f"adversarial.{key} must be >= 0 and finite, got {getattr(self, key)}"
+                )
         _positive("adversarial.lr", self.lr)
         _positive("adversarial.width", self.width)
         if self.nce_patches < 2:
@@ -273,7 +286,7 @@ class AdversarialConfig:
                 f"got {self.nce_patches}"
             )
         _positive("adversarial.nce_temperature", self.nce_temperature)
-        for key in ("nce_weight", "transport_weight"):
+        for key in ("nce_weight", "transport_weight", "colour_weight"):
             if getattr(self, key) > 0 and self.weight == 0:
                 raise ConfigError(
                     f"adversarial.{key} needs adversarial.weight > 0: the term compares the "

@@ -1,4 +1,8 @@
-"""The content term: a patch-wise contrastive loss between a translation and its source.
+"""The content terms: what a translation should keep of its source.
+
+Three terms compare a predicted endpoint with its source: PatchNCE (below), the transport cost
+(``transport_cost``) and the colours of the decoded images, where they lie (``colour_layout``)
+or in what shares (``colour_composition``).
 
 A translation should keep what its source shows where the source shows it, while its style
 changes. PatchNCE (Park et al., *Contrastive Learning for Unpaired Image-to-Image Translation*,
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from translate.adversarial import average_gradients
+from translate.colour import srgb_to_lab
 from translate.runs import load_module_state, save_module_state
 
 
@@ -81,6 +86,101 @@ def transport_cost(translations: torch.Tensor, sources: torch.Tensor) -> torch.T
     the source to the predicted endpoint.
     """
     return (translations.float() - sources.float()).pow(2).flatten(1).mean(1).mean()
+
+
+CHROMA_THRESHOLD = 5.0  # C* (CIELAB chroma) at or below which a pixel counts as neutral
+COLOUR_QUANTILES = 32  # quantile levels at which two projected colour distributions are compared
+LAB_SCALE = 100.0  # CIELAB units per unit of the colour term's distances
+
+
+def _directions() -> torch.Tensor:
+    """13 fixed unit directions in CIELAB (13, 3): the three axes, the four body diagonals
+    and the six face diagonals of the cube, so the term is the same at every step."""
+    axes = torch.eye(3)
+    body = torch.tensor([[1, 1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1]], dtype=torch.float32)
+    face = torch.tensor(
+        [[1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]], dtype=torch.float32
+    )
+    return F.normalize(torch.cat([axes, body, face]), dim=1)
+
+
+def chromatic_quantiles(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (n, 3, H, W) in [-1, 1] -> the quantiles of their chromatic pixels' CIELAB
+    colours along fixed directions (n, 13, ``COLOUR_QUANTILES``), in units of ``LAB_SCALE``,
+    and which images have at least two chromatic pixels (n,), bool.
+
+    A pixel is chromatic when its chroma C* = sqrt(a*^2 + b*^2) exceeds ``CHROMA_THRESHOLD``:
+    blacks, greys and whites (a style's outlines, shading and background) are left out. The
+    selection carries no gradient; the quantiles are differentiable in the chosen colours.
+    """
+    lab = srgb_to_lab(images).flatten(2) / LAB_SCALE  # (n, 3, H*W)
+    with torch.no_grad():
+        chromatic = lab[:, 1:].mul(LAB_SCALE).norm(dim=1) > CHROMA_THRESHOLD  # (n, H*W)
+    directions = _directions().to(lab.device)
+    levels = torch.linspace(0, 1, COLOUR_QUANTILES, device=lab.device)
+    rows, valid = [], chromatic.sum(1) >= 2
+    for pixels, keep, ok in zip(lab, chromatic, valid, strict=True):
+        if not ok:
+            rows.append(lab.new_zeros(len(directions), COLOUR_QUANTILES))
+            continue
+        projected = directions @ pixels[:, keep]  # (13, pixels kept)
+        rows.append(torch.quantile(projected, levels, dim=1).T)
+    return torch.stack(rows), valid
+
+
+def colour_composition(translations: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+    """The sliced Wasserstein-2 distance between the CIELAB colours of the chromatic pixels of
+    translations and of their sources, images (batch, 3, H, W) in [-1, 1]: a scalar, squared
+    CIELAB distance / ``LAB_SCALE``^2, averaged over 13 fixed directions, the quantile levels
+    and the images that have chromatic pixels on both sides (0 when none has), with gradient to
+    the translations (the sources' side is detached).
+
+    Along each direction the two colour distributions are compared quantile by quantile, the
+    one-dimensional optimal transport (Rabin et al., *Wasserstein Barycenter and its
+    Application to Texture Mixing*, SSVM 2011, eq. 5; as a loss, Heitz et al., CVPR 2021), so
+    a translation's colour is pulled towards the source's colour it is matched with, however
+    far apart they are, and where each colour lies is left out: a translation may redraw its
+    source and still keep its colours (a face's skin tone). Neutral pixels are left out, so one
+    style's black outlines or grey shading are not held against another's.
+    """
+    mine, mine_ok = chromatic_quantiles(translations)
+    with torch.no_grad():
+        theirs, theirs_ok = chromatic_quantiles(sources)
+    both = mine_ok & theirs_ok
+    if not both.any():
+        return translations.sum() * 0  # a zero that keeps the graph
+    return (mine[both] - theirs[both]).square().mean()
+
+
+def colour_layout(translations: torch.Tensor, sources: torch.Tensor, cell: int) -> torch.Tensor:
+    """The mean squared difference between the CIELAB colours of translations and of their
+    sources, images (batch, 3, H, W) in [-1, 1], each averaged over cells of ``cell`` x ``cell``
+    pixels: a scalar, squared CIELAB distance / ``LAB_SCALE``^2, with gradient to the
+    translations (the sources' side is detached).
+
+    The colour loss of Ignatov et al. (*DSLR-Quality Photos on Mobile Devices with Deep
+    Convolutional Networks*, ICCV 2017, eq. 3: both images blurred, then compared), with a box
+    blur in CIELAB: a face keeps the colour of the source's face where it lies, while the
+    drawing inside each cell (lines, texture, exact shapes) is free. Unlike the chromatic
+    composition, lightness counts everywhere, outlines included.
+    """
+    mine = F.avg_pool2d(srgb_to_lab(translations), cell) / LAB_SCALE
+    with torch.no_grad():
+        theirs = F.avg_pool2d(srgb_to_lab(sources), cell) / LAB_SCALE
+    return (mine - theirs).square().mean()
+
+
+def colour_consistency(
+    translations: torch.Tensor, sources: torch.Tensor, match: str, cell: int
+) -> torch.Tensor:
+    """The colour term of translations against their sources, images (batch, 3, H, W) in
+    [-1, 1]: ``colour_layout`` (``match="layout"``, cells of ``cell`` pixels) or
+    ``colour_composition`` (``"composition"``). Raises ValueError for another ``match``."""
+    if match == "layout":
+        return colour_layout(translations, sources, cell)
+    if match == "composition":
+        return colour_composition(translations, sources)
+    raise ValueError(f"unknown colour match {match!r}; choose layout or composition")
 
 
 class ContentTerm:

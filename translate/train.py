@@ -42,7 +42,7 @@ from translate.config import (
     to_dict,
     to_yaml,
 )
-from translate.content import ContentTerm, transport_cost
+from translate.content import ContentTerm, colour_consistency, transport_cost
 from translate.coupling import (
     Coupler,
     DatasetPlan,
@@ -604,6 +604,13 @@ class Trainer:
                 terms.append(adv.nce_weight * nce)
             if adv.transport_weight > 0:
                 terms.append(adv.transport_weight * transport_cost(translation, source))
+            if adv.colour_weight > 0:  # in pixels: the decoded endpoint against its decoded source
+                with torch.no_grad():
+                    source_images = self._decode(source)
+                colour = colour_consistency(
+                    self._decode(translation), source_images, adv.colour_match, adv.colour_cell
+                )
+                terms.append(adv.colour_weight * colour)
         return sum(terms) if terms else None
 
     def _export_missing(self) -> None:
@@ -994,7 +1001,8 @@ class AdversarialStep:
     fake: Endpoints  # predicted endpoints as judged: latents (batch, C, h, w) or images
     weights: Endpoints | None  # per-sample weights of the endpoints (adversarial.weighting)
     generator: torch.Tensor | None  # the generator loss; None while weight is 0
-    # the weighted content terms (nce_weight, transport_weight), before the ramp; None: off
+    # the weighted content terms (nce_weight, transport_weight, colour_weight), before the ramp;
+    # None: off
     content: torch.Tensor | None = None
     discriminator: DiscriminatorLoss | None = None  # set after the discriminators' update
 
