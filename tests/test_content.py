@@ -108,6 +108,15 @@ def test_config_refuses_a_content_term_that_cannot_work(settings, message):
         config_from_dict({"adversarial": settings})
 
 
+@pytest.mark.parametrize("cell", [5, 128])
+def test_config_refuses_a_colour_cell_that_does_not_divide_the_resolution(cell):
+    settings = {"adversarial": {"colour_weight": 1.0, "colour_cell": cell}}
+    with pytest.raises(ConfigError, match=f"colour_cell={cell} must divide data.resolution=64"):
+        config_from_dict({**settings, "data": {"resolution": 64}})
+    settings["adversarial"]["colour_weight"] = 0.0  # off: the cell is never used
+    config_from_dict({**settings, "data": {"resolution": 64}})
+
+
 def test_transport_cost_is_the_mean_squared_distance_per_element():
     source = torch.zeros(2, 4, 8, 8)
     moved = source + torch.tensor([1.0, 3.0]).view(2, 1, 1, 1)
@@ -140,7 +149,7 @@ def test_colour_composition_sees_the_skin_tone_not_the_outlines_or_the_layout():
 def test_colour_composition_pulls_a_translations_skin_towards_the_sources_tone():
     from translate.colour import srgb_to_lab
 
-    source, translation = _figure(LIGHT), _figure(DARK).requires_grad_()
+    source, translation = _figure(LIGHT).requires_grad_(), _figure(DARK).requires_grad_()
     optimizer = torch.optim.Adam([translation], lr=0.02)
     before = colour_composition(translation, source).item()
     for _ in range(150):

@@ -474,23 +474,26 @@ def test_colour_term_judges_each_decoded_endpoint_against_its_decoded_source(
     workspace, monkeypatch
 ):
     """The colour term compares, per direction, the decoded predicted endpoints (with a
-    gradient back to the field) with the decoded sources they were rolled out from; it changes
-    the field and resumes exactly."""
+    gradient back to the field) with the decoded sources of the other domain they were rolled
+    out from; it changes the field and resumes exactly."""
     tmp, _, config = workspace
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
     adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
-    colour = (*adv, "adversarial.colour_weight=5", "adversarial.colour_match=composition")
-    colour += ("adversarial.colour_cell=4",)
+    colour = (*adv, "adversarial.colour_weight=5", "adversarial.colour_cell=4")
     seen, content, consistency = [], train_module.Trainer._content, train_module.colour_consistency
 
     def recording_content(self, fake, sources):
-        seen.append({"sources": sources, "decode": self._decode, "calls": []})
+        domains = {d: s.latents for d, s in zip("ab", self.samplers, strict=True)}
+        seen.append({"sources": sources, "domains": domains, "decode": self._decode, "calls": []})
         return content(self, fake, sources)
 
     def recording_consistency(translations, source_images, match, cell):
         seen[-1]["calls"].append((translations, source_images))
-        assert (match, cell) == ("composition", 4)
+        assert (match, cell) == ("layout", 4)  # the default comparison, the configured cell
         return consistency(translations, source_images, match, cell)
+
+    def rows_of(latents, domain):  # each row is one of the domain's training latents
+        return all((domain == row).flatten(1).all(1).any() for row in latents)
 
     monkeypatch.setattr(train_module.Trainer, "_content", recording_content)
     monkeypatch.setattr(train_module, "colour_consistency", recording_consistency)
@@ -498,13 +501,14 @@ def test_colour_term_judges_each_decoded_endpoint_against_its_decoded_source(
     train_module.main(config(*colour, "train.steps=6", f"train.output_dir={whole}"))
     assert len(seen) == 5  # the generator term is on from step 2 (start=1)
     for step in seen:
-        assert len(step["calls"]) == 2  # A -> B endpoints, then B -> A
-        for d, (translations, source_images) in zip("ab", step["calls"], strict=True):
+        assert len(step["calls"]) == 2  # endpoints z_A (from B sources), then z_B (from A)
+        for d, other, (translations, images) in zip("ab", "ba", step["calls"], strict=True):
             assert translations.shape == (3, 3, 16, 16) and translations.requires_grad
-            assert not source_images.requires_grad
+            sources = getattr(step["sources"], d)
+            assert rows_of(sources, step["domains"][other])
+            assert not rows_of(sources, step["domains"][d])
             with torch.no_grad():
-                expected = step["decode"](getattr(step["sources"], d))
-            torch.testing.assert_close(source_images, expected)
+                torch.testing.assert_close(images, step["decode"](sources))
     monkeypatch.undo()
     train_module.main(config(*adv, "train.steps=6", f"train.output_dir={without}"))
     assert _final_unet(whole) != _final_unet(without)
@@ -517,22 +521,26 @@ def test_pixel_space_discriminators_pass_their_gradient_through_the_real_decoder
     workspace, monkeypatch
 ):
     """With adversarial.space=pixels the generator term judges images the run's own frozen
-    VAE decoded with the graph kept, so its gradient reaches the field."""
-    from translate.adversarial import Adversary
-
+    VAE decoded with the graph kept, so the generator loss alone has a gradient in the field's
+    weights (with inference's decode, which keeps no graph, it had none)."""
     tmp, _, config = workspace
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
     adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
-    seen, generator_loss = [], Adversary.generator_loss
+    seen, adversarial_step = [], train_module.Trainer._adversarial_step
 
-    def recording(self, fake, *args, **kwargs):
-        seen.append((fake.a.shape, fake.a.requires_grad, fake.b.requires_grad))
-        return generator_loss(self, fake, *args, **kwargs)
+    def recording(self, *args):
+        out = adversarial_step(self, *args)
+        if out is not None and out.generator is not None:
+            params = [p for p in self.unet.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(out.generator, params, retain_graph=True, allow_unused=True)
+            norm = sum(g.abs().sum().item() for g in grads if g is not None)
+            seen.append((tuple(out.fake.a.shape), norm))
+        return out
 
-    monkeypatch.setattr(Adversary, "generator_loss", recording)
+    monkeypatch.setattr(train_module.Trainer, "_adversarial_step", recording)
     settings = (*adv, "adversarial.space=pixels", "train.steps=3")
     train_module.main(config(*settings, f"train.output_dir={tmp / 'run-pixels'}"))
-    assert seen and all(s == ((3, 3, 16, 16), True, True) for s in seen)
+    assert len(seen) == 2 and all(shape == (3, 3, 16, 16) and norm > 0 for shape, norm in seen)
 
 
 def test_joint_field_gives_each_group_of_rows_its_own_velocities():

@@ -165,7 +165,7 @@ class LatentCodec:
     def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
         """``decode`` with the graph kept: a loss on the images passes its gradient back to the
         latents through the frozen decoder (its weights take none), for training terms that
-        judge decoded images."""
+        judge decoded images. Pixels the clamp to [-1, 1] cuts pass no gradient."""
         raw = latents.float() / self.scaling_factor + self.shift_factor
         return self.vae.decode(raw.to(self.device, self.dtype)).sample.float().clamp(-1, 1)
 

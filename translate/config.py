@@ -495,6 +495,12 @@ class Config:
                 f"reflow.rounds={self.reflow.rounds} is more than the {reflow_steps} reflow steps "
                 f"(reflow.share={self.reflow.share} of train.steps={self.train.steps})"
             )
+        cell, resolution = self.adversarial.colour_cell, self.data.resolution
+        if self.adversarial.colour_weight > 0 and resolution % cell:
+            raise ConfigError(
+                f"adversarial.colour_cell={cell} must divide data.resolution={resolution}: the "
+                "colour term averages the decoded images over whole cells"
+            )
         if not self.vae.pretrained:  # the own VAE's factor is known now; a pretrained one's on load
             check_resolution(self, 2 ** (len(self.vae.own.block_out_channels) - 1))
 

@@ -142,6 +142,10 @@ def colour_composition(translations: torch.Tensor, sources: torch.Tensor) -> tor
     far apart they are, and where each colour lies is left out: a translation may redraw its
     source and still keep its colours (a face's skin tone). Neutral pixels are left out, so one
     style's black outlines or grey shading are not held against another's.
+
+    What it does not see: a translation whose pixels turn neutral leaves them out of its
+    distribution (the selection carries no gradient), and an image with fewer than two
+    chromatic pixels drops out of the mean, so a greyed-out translation is not penalised.
     """
     mine, mine_ok = chromatic_quantiles(translations)
     with torch.no_grad():
