@@ -136,8 +136,9 @@ def colour_composition(translations: torch.Tensor, sources: torch.Tensor) -> tor
     the translations (the sources' side is detached).
 
     Along each direction the two colour distributions are compared quantile by quantile, the
-    one-dimensional optimal transport (Rabin et al., *Wasserstein Barycenter and its
-    Application to Texture Mixing*, SSVM 2011, eq. 5; as a loss, Heitz et al., CVPR 2021), so
+    one-dimensional optimal transport: the sliced Wasserstein distance of Rabin et al.
+    (*Wasserstein Barycenter and its Application to Texture Mixing*, SSVM 2011), used as a loss
+    by Heitz et al. (*A Sliced Wasserstein Loss for Neural Texture Synthesis*, CVPR 2021), so
     a translation's colour is pulled towards the source's colour it is matched with, however
     far apart they are, and where each colour lies is left out: a translation may redraw its
     source and still keep its colours (a face's skin tone). Neutral pixels are left out, so one
@@ -163,9 +164,10 @@ def colour_layout(translations: torch.Tensor, sources: torch.Tensor, cell: int) 
     translations (the sources' side is detached).
 
     The colour loss of Ignatov et al. (*DSLR-Quality Photos on Mobile Devices with Deep
-    Convolutional Networks*, ICCV 2017, eq. 3: both images blurred, then compared), with a box
-    blur in CIELAB: a face keeps the colour of the source's face where it lies, while the
-    drawing inside each cell (lines, texture, exact shapes) is free. Unlike the chromatic
+    Convolutional Networks*, ICCV 2017: both images Gaussian-blurred, then compared by their
+    Euclidean distance), here with a box blur and in CIELAB: a face keeps the colour of the
+    source's face where it lies, while the drawing inside each cell (lines, texture, exact
+    shapes) is free. Unlike the chromatic
     composition, lightness counts everywhere, outlines included.
     """
     mine = F.avg_pool2d(srgb_to_lab(translations), cell) / LAB_SCALE
