@@ -274,10 +274,9 @@ class AdversarialConfig:
         _positive("adversarial.r1_every", self.r1_every)
         keys = ("weight", "start", "ramp", "r1_gamma", "disc_start", "trajectory_steps")
         for key in (*keys, "nce_weight", "transport_weight", "colour_weight"):
-            if (getattr(self, key) or 0) < 0 or not math.isfinite(getattr(self, key) or 0):
-                raise ConfigError(
-                    f"adversarial.{key} must be >= 0 and finite, got {getattr(self, key)}"
-                )
+            value = getattr(self, key)
+            if not 0 <= (value or 0) < math.inf:  # NaN fails too
+                raise ConfigError(f"adversarial.{key} must be >= 0 and finite, got {value}")
         _positive("adversarial.lr", self.lr)
         _positive("adversarial.width", self.width)
         if self.nce_patches < 2:

@@ -113,9 +113,10 @@ def chromatic_quantiles(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     blacks, greys and whites (a style's outlines, shading and background) are left out. The
     selection carries no gradient; the quantiles are differentiable in the chosen colours.
     """
-    lab = srgb_to_lab(images).flatten(2) / LAB_SCALE  # (n, 3, H*W)
+    lab = srgb_to_lab(images).flatten(2)  # (n, 3, H*W)
     with torch.no_grad():
-        chromatic = lab[:, 1:].mul(LAB_SCALE).norm(dim=1) > CHROMA_THRESHOLD  # (n, H*W)
+        chromatic = lab[:, 1:].norm(dim=1) > CHROMA_THRESHOLD  # (n, H*W)
+    lab = lab / LAB_SCALE
     directions = _directions().to(lab.device)
     levels = torch.linspace(0, 1, COLOUR_QUANTILES, device=lab.device)
     rows, valid = [], chromatic.sum(1) >= 2
