@@ -34,7 +34,7 @@ def test_pixel_space_judges_decoded_images_and_passes_the_gradient_to_the_latent
     def decode(z):
         return torch.tanh(upsample(z[:, :3]))
 
-    adversary = Adversary(4, 8, 1e-3, 0.05, "cpu", seed=0, decode=decode)
+    adversary = Adversary(4, 8, 1e-3, 0.05, "cpu", seed=0, decode=decode, space="pixels")
     real, fake = _sets()
     fake = Endpoints(fake.a.requires_grad_(True), fake.b)
     seen = adversary.view(fake)
@@ -47,7 +47,65 @@ def test_pixel_space_judges_decoded_images_and_passes_the_gradient_to_the_latent
     loss = adversary.update(real_seen, Endpoints(seen.a.detach(), seen.b.detach()))
     assert torch.isfinite(loss.total) and loss.r1 > 0
     latent = Adversary(4, 8, 1e-3, 0.05, "cpu", seed=0)
-    assert latent.view(fake) is fake  # latent space: the endpoints as they are
+    seen = latent.view(fake)
+    assert seen.a is fake.a and seen.b is fake.b  # latent space: the endpoints as they are
+    with pytest.raises(ValueError, match="needs a decoder"):
+        Adversary(4, 8, 1e-3, 0.05, "cpu", seed=0, space="pixels-a")
+
+
+@pytest.mark.parametrize("space", ["pixels-a", "pixels-b"])
+def test_one_domain_in_pixels_decodes_that_domain_only(space):
+    pixel_domain = space[-1]
+    latent_domain = "b" if pixel_domain == "a" else "a"
+    upsample = torch.nn.Upsample(scale_factor=4)
+    decoded = []
+
+    def decode(z):
+        decoded.append(len(z))
+        return torch.tanh(upsample(z[:, :3]))
+
+    gammas = {pixel_domain: 0.0, latent_domain: 0.05}
+    adversary = Adversary(4, 8, 1e-3, gammas, "cpu", seed=0, decode=decode, space=space)
+    nets = adversary.disc.nets
+    assert nets[pixel_domain].net[0].in_channels == 3  # RGB
+    assert nets[latent_domain].net[0].in_channels == 4  # latent channels
+    real, fake = _sets()
+    fake = Endpoints(fake.a.requires_grad_(True), fake.b.requires_grad_(True))
+    seen = adversary.view(fake)
+    assert decoded == [32]  # one decode: the pixel domain's
+    assert getattr(seen, pixel_domain).shape == (32, 3, 32, 32)
+    assert getattr(seen, latent_domain) is getattr(fake, latent_domain)
+    adversary.generator_loss(seen).backward()
+    for d in "ab":  # both discriminators send a gradient to their latents
+        assert getattr(fake, d).grad.abs().sum() > 0
+    real_seen = Endpoints(
+        *(decode(getattr(real, d)) if d == pixel_domain else getattr(real, d) for d in "ab")
+    )
+    before = {k: v.clone() for k, v in adversary.disc.state_dict().items()}
+    loss = adversary.update(real_seen, Endpoints(seen.a.detach(), seen.b.detach()))
+    # R1 is taken on the latent domain only (the pixel domain's weight is 0)
+    disc = Discriminators(4, width=8, space=space)
+    disc.load_state_dict(before)
+    x = getattr(real_seen, latent_domain).clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(disc(latent_domain, x).sum(), x)
+    assert loss.r1.item() == pytest.approx(grad.pow(2).flatten(1).sum(1).mean().item(), rel=1e-5)
+
+
+def test_per_domain_r1_weights_penalise_each_domain_by_its_own():
+    disc = Discriminators(4, width=8)
+    real, fake = _sets()
+    plain = discriminator_loss(disc, real, fake, r1_gamma=0.0)
+    norms = {}
+    for d in ("a", "b"):
+        norms[d] = discriminator_loss(disc, real, fake, r1_gamma={d: 1.0, "ab".replace(d, ""): 0.0})
+    both = discriminator_loss(disc, real, fake, r1_gamma=1.0)
+    assert both.r1.item() == pytest.approx(norms["a"].r1.item() + norms["b"].r1.item(), rel=1e-5)
+    mixed = discriminator_loss(disc, real, fake, r1_gamma={"a": 2.0, "b": 0.5})
+    expected = plain.logistic.item() + norms["a"].r1.item() + 0.25 * norms["b"].r1.item()
+    assert mixed.total.item() == pytest.approx(expected, rel=1e-5)
+    # a float gives the same loss as the same weight for each domain
+    same = discriminator_loss(disc, real, fake, r1_gamma={"a": 1.0, "b": 1.0})
+    assert same.total.item() == both.total.item()
 
 
 def test_r1_penalty_is_the_squared_input_gradient():

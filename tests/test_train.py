@@ -437,7 +437,7 @@ def test_lazy_r1_takes_the_penalty_every_nth_step_at_n_times_the_weight(workspac
     gammas, update = [], Adversary.update
 
     def recording(self, *args, **kwargs):
-        gammas.append(args[5] if len(args) > 5 else kwargs.get("r1_gamma"))
+        gammas.append(args[5] if len(args) > 5 else kwargs.get("r1_scale"))
         return update(self, *args, **kwargs)
 
     monkeypatch.setattr(Adversary, "update", recording)
@@ -446,7 +446,7 @@ def test_lazy_r1_takes_the_penalty_every_nth_step_at_n_times_the_weight(workspac
         out[name] = tmp / f"run-{name}"
         settings = (*adv, f"adversarial.r1_every={every}", "train.steps=4")
         train_module.main(config(*settings, f"train.output_dir={out[name]}"))
-    assert gammas == [0.05] * 4 + [0.0, 0.1, 0.0, 0.1]
+    assert gammas == [1.0] * 4 + [0.0, 2.0, 0.0, 2.0]
     assert _final_unet(out["lazy"]) != _final_unet(out["each"])
     split = tmp / "run-lazy-split"  # stopped after an odd step, resumed: the same weights
     lazy = (*adv, "adversarial.r1_every=2")
@@ -517,16 +517,19 @@ def test_colour_term_judges_each_decoded_endpoint_against_its_decoded_source(
     assert _final_unet(split) == _final_unet(whole)
 
 
+@pytest.mark.parametrize("space", ["pixels", "pixels-a"])
 def test_pixel_space_discriminators_pass_their_gradient_through_the_real_decoder(
-    workspace, monkeypatch
+    workspace, monkeypatch, space
 ):
     """With adversarial.space=pixels the generator term judges images the run's own frozen
     VAE decoded with the graph kept, so the generator loss alone has a gradient in the field's
-    weights (with inference's decode, which keeps no graph, it had none)."""
+    weights (with inference's decode, which keeps no graph, it had none). With pixels-a only
+    the B -> A endpoints are decoded, for fakes and reals alike; B's stay latents."""
     tmp, _, config = workspace
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
     adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
     seen, adversarial_step = [], train_module.Trainer._adversarial_step
+    reals, real_view = [], train_module.Trainer._real_view
 
     def recording(self, *args):
         out = adversarial_step(self, *args)
@@ -534,13 +537,26 @@ def test_pixel_space_discriminators_pass_their_gradient_through_the_real_decoder
             params = [p for p in self.unet.parameters() if p.requires_grad]
             grads = torch.autograd.grad(out.generator, params, retain_graph=True, allow_unused=True)
             norm = sum(g.abs().sum().item() for g in grads if g is not None)
-            seen.append((tuple(out.fake.a.shape), norm))
+            seen.append((tuple(out.fake.a.shape), tuple(out.fake.b.shape), norm))
+        return out
+
+    def recording_reals(self, *args):
+        out = real_view(self, *args)
+        reals.append((tuple(out.a.shape), tuple(out.b.shape)))
         return out
 
     monkeypatch.setattr(train_module.Trainer, "_adversarial_step", recording)
-    settings = (*adv, "adversarial.space=pixels", "train.steps=3")
+    monkeypatch.setattr(train_module.Trainer, "_real_view", recording_reals)
+    settings = (*adv, f"adversarial.space={space}", "train.steps=3")
     train_module.main(config(*settings, f"train.output_dir={tmp / 'run-pixels'}"))
-    assert len(seen) == 2 and all(shape == (3, 3, 16, 16) and norm > 0 for shape, norm in seen)
+    latents = (3, *seen[0][1][1:]) if space == "pixels-a" else None
+    b_shape = (3, 3, 16, 16) if space == "pixels" else latents
+    assert latents is None or latents[1] == 4  # the B endpoints stay latents of 4 channels
+    assert len(seen) == 2 and all(
+        a == (3, 3, 16, 16) and b == b_shape and norm > 0 for a, b, norm in seen
+    )
+    # the reals: A's decoded (as many as fakes), B's as the space says (RGB or 4 latent channels)
+    assert reals[0][0] == (3, 3, 16, 16) and reals[0][1][1] == (3 if space == "pixels" else 4)
 
 
 def test_joint_field_gives_each_group_of_rows_its_own_velocities():

@@ -13,7 +13,9 @@ serves both directions:
 
 Each term is averaged over the discriminator's patch logits and the batch. The discriminators
 judge latents, or (``space="pixels"``) the images the frozen VAE decoder makes of them, as
-UNSB's PatchGAN judges pixels; the decoder then sits in the generator's graph. With an
+UNSB's PatchGAN judges pixels; the decoder then sits in the generator's graph. ``"pixels-a"``
+puts only domain A's discriminator (the judge of the B -> A endpoints) on decoded images and
+leaves B's on latents; ``"pixels-b"`` the reverse. With an
 ``augment`` policy every input of a discriminator, real or fake, in both losses, first passes
 through ``diff_augment``'s random differentiable transforms (DiffAugment, Zhao et al.,
 NeurIPS 2020), so that on a small data set the discriminators cannot memorise the real latents.
@@ -79,19 +81,35 @@ class PixelPatchDiscriminator(nn.Module):
         return self.net(images.float())
 
 
+def domain_spaces(space: str) -> dict[str, str]:
+    """What each domain's discriminator judges under ``adversarial.space``: ``{"a": ..., "b":
+    ...}``, each ``"latents"`` or ``"pixels"``. ``latents`` and ``pixels`` hold for both
+    domains; ``pixels-a`` (``pixels-b``) puts only that domain's discriminator on decoded images.
+    Raises ValueError for an unknown space."""
+    if space not in SPACES:
+        raise ValueError(f"unknown discriminator space {space!r}; choose from {SPACES}")
+    if space in ("latents", "pixels"):
+        return {d: space for d in DOMAINS}
+    pixel_domain = space.removeprefix("pixels-")
+    return {d: "pixels" if d == pixel_domain else "latents" for d in DOMAINS}
+
+
 class Discriminators(nn.Module):
     """One patch discriminator per domain, under the keys ``"a"`` and ``"b"``: on latents of
-    ``channels`` channels (``space="latents"``) or on RGB images (``space="pixels"``).
+    ``channels`` channels or on RGB images, as ``domain_spaces(space)`` says.
     Raises ValueError for an unknown space."""
 
     def __init__(self, channels: int, width: int = 64, space: str = "latents") -> None:
         super().__init__()
-        if space not in SPACES:
-            raise ValueError(f"unknown discriminator space {space!r}; choose from {SPACES}")
-        if space == "pixels":
-            self.nets = nn.ModuleDict({d: PixelPatchDiscriminator(3, width) for d in DOMAINS})
-        else:
-            self.nets = nn.ModuleDict({d: PatchDiscriminator(channels, width) for d in DOMAINS})
+        self.spaces = domain_spaces(space)
+        self.nets = nn.ModuleDict(
+            {
+                d: PixelPatchDiscriminator(3, width)
+                if self.spaces[d] == "pixels"
+                else PatchDiscriminator(channels, width)
+                for d in DOMAINS
+            }
+        )
 
     def forward(self, domain: str, latents: torch.Tensor) -> torch.Tensor:
         return self.nets[domain](latents)
@@ -201,30 +219,36 @@ def discriminator_loss(
     disc: Discriminators,
     real: Endpoints,
     fake: Endpoints,
-    r1_gamma: float,
+    r1_gamma: float | dict[str, float],
     weights: Endpoints | None = None,
     augment: str = "none",
     generator: torch.Generator | None = None,
 ) -> DiscriminatorLoss:
     """Logistic loss on real vs (detached) fake latents, plus the R1 penalty on the reals.
 
-    ``weights`` (``endpoint_weights``) weight the fakes. ``r1_gamma = 0`` skips the gradient
+    ``weights`` (``endpoint_weights``) weight the fakes. ``r1_gamma``: the R1 weight of both
+    domains, or one per domain (``{"a": ..., "b": ...}``); 0 skips that domain's gradient
     penalty (and its double backward). Every input is first augmented by
     ``diff_augment(., augment, generator)``; R1 is the gradient with respect to the real
     inputs before their augmentation (as DiffAugment's StyleGAN2 code computes it).
     """
+    gammas = r1_gamma if isinstance(r1_gamma, dict) else {d: r1_gamma for d in DOMAINS}
     logistic = torch.zeros((), device=real.a.device)
-    r1 = torch.zeros((), device=real.a.device)
+    r1 = torch.zeros((), device=real.a.device)  # summed over domains, before the weights
+    penalty = torch.zeros((), device=real.a.device)  # sum of gamma_d / 2 * r1_d
     for d in DOMAINS:
-        x_real = getattr(real, d).detach().float().requires_grad_(r1_gamma > 0)
+        x_real = getattr(real, d).detach().float().requires_grad_(gammas[d] > 0)
         logits_real = disc(d, diff_augment(x_real, augment, generator))
         logits_fake = disc(d, diff_augment(getattr(fake, d).detach(), augment, generator))
         fake_loss = _weighted_mean(F.softplus(logits_fake), _get(weights, d))
         logistic = logistic + F.softplus(-logits_real).mean() + fake_loss
-        if r1_gamma > 0:
+        if gammas[d] > 0:
             (grad,) = torch.autograd.grad(logits_real.sum(), x_real, create_graph=True)
-            r1 = r1 + grad.pow(2).flatten(1).sum(1).mean()
-    return DiscriminatorLoss(logistic + r1_gamma / 2 * r1, logistic.detach(), r1.detach())
+            r1_d = grad.pow(2).flatten(1).sum(1).mean()
+            r1, penalty = r1 + r1_d, penalty + gammas[d] / 2 * r1_d
+    if len(set(gammas.values())) == 1:  # one weight: applied to the sum, as a float is
+        penalty = gammas["a"] / 2 * r1
+    return DiscriminatorLoss(logistic + penalty, logistic.detach(), r1.detach())
 
 
 def average_gradients(module: nn.Module, reduce=None) -> None:
@@ -264,32 +288,42 @@ class Adversary:
         channels: int,
         width: int,
         lr: float,
-        r1_gamma: float,
+        r1_gamma: float | dict[str, float],
         device,
         seed: int,
         decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
         augment: str = "none",
+        space: str = "latents",
     ) -> None:
-        """``decode`` (latents -> images in [-1, 1], differentiable) puts the discriminators in
-        pixel space; None keeps them on latents. ``augment``: the ``diff_augment`` policy of
-        every discriminator input. Raises ValueError for an unknown policy."""
+        """``space`` (``domain_spaces``) says which discriminators judge decoded images;
+        ``decode`` (latents -> images in [-1, 1], differentiable) makes them. ``r1_gamma``: the
+        R1 weight of both domains or one per domain. ``augment``: the ``diff_augment`` policy of
+        every discriminator input. Raises ValueError for an unknown policy or space, or for a
+        pixel space without ``decode``."""
         if augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augment!r}; choose from {AUGMENTATIONS}")
-        space = "latents" if decode is None else "pixels"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.disc = Discriminators(channels, width, space).to(device)
+        if decode is None and "pixels" in self.disc.spaces.values():
+            raise ValueError(f"discriminator space {space!r} needs a decoder")
         self.optimizer = torch.optim.AdamW(self.disc.parameters(), lr=lr, betas=(0.5, 0.99))
         self.r1_gamma = r1_gamma
         self.decode = decode
         self.augment = augment
 
+    def in_pixels(self, domain: str) -> bool:
+        """Whether ``domain``'s discriminator judges decoded images."""
+        return self.disc.spaces[domain] == "pixels"
+
     def view(self, endpoints: Endpoints) -> Endpoints:
-        """What the discriminators judge: the latents themselves, or their decoded images
-        (with the graph to the latents, unless called under ``torch.no_grad``)."""
-        if self.decode is None:
-            return endpoints
-        return Endpoints(self.decode(endpoints.a), self.decode(endpoints.b))
+        """What the discriminators judge: per domain, the latents themselves or their decoded
+        images (with the graph to the latents, unless called under ``torch.no_grad``)."""
+        a, b = (
+            self.decode(getattr(endpoints, d)) if self.in_pixels(d) else getattr(endpoints, d)
+            for d in DOMAINS
+        )
+        return Endpoints(a, b)
 
     def generator_loss(
         self,
@@ -307,13 +341,17 @@ class Adversary:
         reduce=None,
         weights: Endpoints | None = None,
         generator: torch.Generator | None = None,
-        r1_gamma: float | None = None,
+        r1_scale: float = 1.0,
     ) -> DiscriminatorLoss:
         """One optimizer step of the discriminators on real vs fake ``view``s; ``generator``
-        draws the augmentations. ``r1_gamma`` replaces the R1 weight for this step (0: no R1;
-        None: the one given at construction), for lazy regularisation."""
+        draws the augmentations. ``r1_scale`` multiplies the R1 weights given at construction
+        for this step (0: no R1), for lazy regularisation."""
         self.optimizer.zero_grad(set_to_none=True)
-        gamma = self.r1_gamma if r1_gamma is None else r1_gamma
+        gamma = self.r1_gamma
+        if isinstance(gamma, dict):
+            gamma = {d: r1_scale * g for d, g in gamma.items()}
+        else:
+            gamma = r1_scale * gamma
         loss = discriminator_loss(self.disc, real, fake, gamma, weights, self.augment, generator)
         loss.total.backward()
         average_gradients(self.disc, reduce)

@@ -22,7 +22,9 @@ from translate.solvers import METHODS
 
 SOURCES = ("emoji", "folders", "celeba", "glyphs")
 WEIGHTINGS = ("uniform", "distance")  # of predicted endpoints: translate.adversarial
-SPACES = ("latents", "pixels")  # what the discriminators judge: translate.adversarial
+# what the discriminators judge (translate.adversarial.domain_spaces): both latents, both
+# decoded images, or only domain A's (B's) on decoded images
+SPACES = ("latents", "pixels", "pixels-a", "pixels-b")
 # DiffAugment policies of the discriminators' inputs: translate.adversarial.diff_augment
 AUGMENTATIONS = ("none", "translation", "cutout", "translation-cutout")
 COLOUR_MATCHES = ("layout", "composition")  # the colour term's comparisons: translate.content
@@ -219,6 +221,9 @@ class AdversarialConfig:
     disc_start: int | None = 0
     ramp: int = 200  # steps over which lambda rises linearly from 0 to weight
     r1_gamma: float = 0.05  # R1 gradient penalty on real latents (Mescheder et al. 2018)
+    # R1 of the discriminators on decoded images: 0.05 over 12288 pixel inputs held one at
+    # chance (docs/SHARPNESS.md, the discriminator probe), so none, as in UNSB
+    pixel_r1_gamma: float = 0.0
     # lazy R1 (StyleGAN2): the penalty on every r1_every-th step only, at r1_every * r1_gamma
     r1_every: int = 1
     lr: float = 1e-3  # discriminators' AdamW learning rate
@@ -238,7 +243,9 @@ class AdversarialConfig:
     # n, the batch's first n (R1 is taken on them too; in pixel space, as many as fakes)
     real_batch: int | None = None
     # latents: the discriminators judge latents; pixels: they judge decoded images (the frozen
-    # VAE decoder in the generator's graph; the real ends are decoded too)
+    # VAE decoder in the generator's graph; the real ends are decoded too); pixels-a: only
+    # domain A's discriminator, the judge of the B -> A endpoints, on decoded images, B's on
+    # latents; pixels-b: the reverse
     space: str = "latents"
     # DiffAugment (Zhao et al., NeurIPS 2020) of every discriminator input, real and fake alike,
     # and of the generator term's fakes: none | translation | cutout | translation-cutout
@@ -272,7 +279,8 @@ class AdversarialConfig:
         if self.real_batch is not None:
             _positive("adversarial.real_batch", self.real_batch)
         _positive("adversarial.r1_every", self.r1_every)
-        keys = ("weight", "start", "ramp", "r1_gamma", "disc_start", "trajectory_steps")
+        keys = ("weight", "start", "ramp", "r1_gamma", "pixel_r1_gamma", "disc_start")
+        keys += ("trajectory_steps",)
         for key in (*keys, "nce_weight", "transport_weight", "colour_weight"):
             value = getattr(self, key)
             if not 0 <= (value or 0) < math.inf:  # NaN fails too

@@ -30,6 +30,7 @@ from translate.adversarial import (
     Adversary,
     DiscriminatorLoss,
     Endpoints,
+    domain_spaces,
     endpoint_weights,
     ramp,
 )
@@ -240,16 +241,20 @@ class Trainer:
         adv = cfg.adversarial
         self.adversary = None  # weight 0: no discriminators at all, the plain recipe
         if adv.weight > 0:
-            decode = self._decode if adv.space == "pixels" else None
+            spaces = domain_spaces(adv.space)
             self.adversary = Adversary(
                 latent_shape[0],
                 adv.width,
                 adv.lr,
-                adv.r1_gamma,
+                {
+                    d: adv.pixel_r1_gamma if s == "pixels" else adv.r1_gamma
+                    for d, s in spaces.items()
+                },
                 device,
                 cfg.train.seed,
-                decode,
+                self._decode if "pixels" in spaces.values() else None,
                 adv.augment,
+                adv.space,
             )
         self.content = None  # nce_weight 0: no feature net at all
         if adv.weight > 0 and adv.nce_weight > 0:
@@ -448,29 +453,33 @@ class Trainer:
                 acc.reduce,
                 adv.weights,
                 self.gens.rollout,
-                self._r1_gamma(),
+                self._r1_scale(),
             )
         terms = {name: value.detach() for name, value in terms.items()}
         return mean_loss, grad_norm, adv, terms
 
-    def _r1_gamma(self) -> float:
-        """The R1 weight of the coming step's discriminator update: lazy regularisation
-        (Karras et al., CVPR 2020, StyleGAN2, Sec. 3.1) takes R1 only on every
+    def _r1_scale(self) -> float:
+        """The factor on the R1 weights of the coming step's discriminator update: lazy
+        regularisation (Karras et al., CVPR 2020, StyleGAN2, Sec. 3.1) takes R1 only on every
         ``adversarial.r1_every``-th optimizer step, weighted by that factor so that its mean
-        weight stays ``r1_gamma``; 0 on the steps between."""
-        adv = self.cfg.adversarial
-        return adv.r1_gamma * adv.r1_every if (self.step + 1) % adv.r1_every == 0 else 0.0
+        weight stays as configured; 0 on the steps between."""
+        every = self.cfg.adversarial.r1_every
+        return float(every) if (self.step + 1) % every == 0 else 0.0
 
     def _real_view(self, pairing: Pairing, fake: Endpoints) -> Endpoints:
-        """The real ends as the discriminators see them: every real latent of the batch or its
-        first ``adversarial.real_batch``, or in pixel space the first as many per domain as
-        there are fakes, decoded."""
-        real = Endpoints(*pairing.real_ends)
-        if self.adversary.decode is None:
-            n = self.cfg.adversarial.real_batch
-            return real if n is None else Endpoints(real.a[:n], real.b[:n])
-        with torch.no_grad():
-            return self.adversary.view(Endpoints(real.a[: len(fake.a)], real.b[: len(fake.b)]))
+        """The real ends as the discriminators see them, per domain: on latents, every real
+        latent of the batch or its first ``adversarial.real_batch``; in pixel space, the first
+        as many as there are fakes of that domain, decoded."""
+        real, n = Endpoints(*pairing.real_ends), self.cfg.adversarial.real_batch
+        ends = {}
+        for d in ("a", "b"):
+            latents = getattr(real, d)
+            if self.adversary.in_pixels(d):
+                with torch.no_grad():
+                    ends[d] = self.adversary.decode(latents[: len(getattr(fake, d))])
+            else:
+                ends[d] = latents if n is None else latents[:n]
+        return Endpoints(**ends)
 
     def _reflow_round(self) -> None:
         """Switch the pair stream to a reflow round's pairs when the coming step starts one.
