@@ -234,8 +234,7 @@ def discriminator_loss(
     """
     gammas = r1_gamma if isinstance(r1_gamma, dict) else {d: r1_gamma for d in DOMAINS}
     logistic = torch.zeros((), device=real.a.device)
-    r1 = torch.zeros((), device=real.a.device)  # summed over domains, before the weights
-    penalty = torch.zeros((), device=real.a.device)  # sum of gamma_d / 2 * r1_d
+    norms = {}  # domain -> mean squared gradient norm on its reals, before its weight
     for d in DOMAINS:
         x_real = getattr(real, d).detach().float().requires_grad_(gammas[d] > 0)
         logits_real = disc(d, diff_augment(x_real, augment, generator))
@@ -244,10 +243,12 @@ def discriminator_loss(
         logistic = logistic + F.softplus(-logits_real).mean() + fake_loss
         if gammas[d] > 0:
             (grad,) = torch.autograd.grad(logits_real.sum(), x_real, create_graph=True)
-            r1_d = grad.pow(2).flatten(1).sum(1).mean()
-            r1, penalty = r1 + r1_d, penalty + gammas[d] / 2 * r1_d
-    if len(set(gammas.values())) == 1:  # one weight: applied to the sum, as a float is
+            norms[d] = grad.pow(2).flatten(1).sum(1).mean()
+    r1 = sum(norms.values(), torch.zeros((), device=real.a.device))
+    if len(set(gammas.values())) == 1:  # one weight: applied to the sum
         penalty = gammas["a"] / 2 * r1
+    else:
+        penalty = sum(gammas[d] / 2 * norm for d, norm in norms.items())
     return DiscriminatorLoss(logistic + penalty, logistic.detach(), r1.detach())
 
 
@@ -308,7 +309,8 @@ class Adversary:
         if decode is None and "pixels" in self.disc.spaces.values():
             raise ValueError(f"discriminator space {space!r} needs a decoder")
         self.optimizer = torch.optim.AdamW(self.disc.parameters(), lr=lr, betas=(0.5, 0.99))
-        self.r1_gamma = r1_gamma
+        # domain -> R1 weight
+        self.r1_gamma = r1_gamma if isinstance(r1_gamma, dict) else dict.fromkeys(DOMAINS, r1_gamma)
         self.decode = decode
         self.augment = augment
 
@@ -347,11 +349,7 @@ class Adversary:
         draws the augmentations. ``r1_scale`` multiplies the R1 weights given at construction
         for this step (0: no R1), for lazy regularisation."""
         self.optimizer.zero_grad(set_to_none=True)
-        gamma = self.r1_gamma
-        if isinstance(gamma, dict):
-            gamma = {d: r1_scale * g for d, g in gamma.items()}
-        else:
-            gamma = r1_scale * gamma
+        gamma = {d: r1_scale * g for d, g in self.r1_gamma.items()}
         loss = discriminator_loss(self.disc, real, fake, gamma, weights, self.augment, generator)
         loss.total.backward()
         average_gradients(self.disc, reduce)
