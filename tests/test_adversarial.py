@@ -5,8 +5,10 @@ from translate.adversarial import (
     Adversary,
     Discriminators,
     Endpoints,
+    PixelPatchDiscriminator,
     discriminator_loss,
     generator_loss,
+    high_pass,
     ramp,
 )
 
@@ -51,6 +53,33 @@ def test_pixel_space_judges_decoded_images_and_passes_the_gradient_to_the_latent
     assert seen.a is fake.a and seen.b is fake.b  # latent space: the endpoints as they are
     with pytest.raises(ValueError, match="needs a decoder"):
         Adversary(4, 8, 1e-3, 0.05, "cpu", seed=0, space="pixels-a")
+
+
+def test_a_high_pass_pixel_discriminator_sees_detail_not_the_fill_colour():
+    g = torch.Generator().manual_seed(0)
+    flat = torch.ones(4, 3, 32, 32) * torch.rand(4, 3, 1, 1, generator=g) * 2 - 1  # 4 colours
+    assert high_pass(flat, 2.0).abs().max() < 1e-6  # a flat area of any colour is 0
+    edge = flat.clone()
+    edge[..., 16:] = -1  # a black right half: an edge
+    assert high_pass(edge, 2.0)[..., 12:20].abs().amax() > 0.1
+    assert high_pass(edge, 2.0)[..., :4].abs().amax() < 1e-6  # far from the edge: nothing
+    with pytest.raises(ValueError, match="sigma > 0"):
+        high_pass(flat, 0.0)
+    torch.manual_seed(0)
+    disc = PixelPatchDiscriminator(3, 8, highpass=2.0)
+    logits = disc(flat)
+    assert torch.allclose(logits, logits[:1].expand_as(logits), atol=1e-5)  # colour-blind
+    assert not torch.allclose(disc(edge), logits, atol=1e-3)  # but not blind to lines
+    torch.manual_seed(0)
+    whole = PixelPatchDiscriminator(3, 8)  # highpass 0: the same weights, the whole image
+    assert torch.equal(whole(edge), whole.net(edge))
+    assert not torch.allclose(whole(flat), whole(flat)[:1].expand(4, -1, -1, -1), atol=1e-3)
+    # through Adversary: the pixel domain's discriminator filters, the latent one has no filter
+    adversary = Adversary(
+        4, 8, 1e-3, 0.0, "cpu", seed=0, decode=torch.tanh, space="pixels-a", pixel_highpass=1.5
+    )
+    assert adversary.disc.nets["a"].highpass == 1.5
+    assert not hasattr(adversary.disc.nets["b"], "highpass")
 
 
 @pytest.mark.parametrize("space", ["pixels-a", "pixels-b"])

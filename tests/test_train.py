@@ -517,14 +517,15 @@ def test_colour_term_judges_each_decoded_endpoint_against_its_decoded_source(
     assert _final_unet(split) == _final_unet(whole)
 
 
-@pytest.mark.parametrize("space", ["pixels", "pixels-a"])
+@pytest.mark.parametrize("space, highpass", [("pixels", 0), ("pixels-a", 0), ("pixels-a", 1.5)])
 def test_pixel_space_discriminators_pass_their_gradient_through_the_real_decoder(
-    workspace, monkeypatch, space
+    workspace, monkeypatch, space, highpass
 ):
     """With adversarial.space=pixels the generator term judges images the run's own frozen
     VAE decoded with the graph kept, so the generator loss alone has a gradient in the field's
     weights (with inference's decode, which keeps no graph, it had none). With pixels-a only
-    the B -> A endpoints are decoded, for fakes and reals alike; B's stay latents."""
+    the B -> A endpoints are decoded, for fakes and reals alike; B's stay latents. A high-pass
+    view of the images passes the gradient on as well."""
     tmp, _, config = workspace
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
     adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
@@ -547,8 +548,15 @@ def test_pixel_space_discriminators_pass_their_gradient_through_the_real_decoder
 
     monkeypatch.setattr(train_module.Trainer, "_adversarial_step", recording)
     monkeypatch.setattr(train_module.Trainer, "_real_view", recording_reals)
-    settings = (*adv, f"adversarial.space={space}", "train.steps=3")
-    train_module.main(config(*settings, f"train.output_dir={tmp / 'run-pixels'}"))
+    settings = (*adv, f"adversarial.space={space}", f"adversarial.pixel_highpass={highpass}")
+    from translate.adversarial import Adversary
+
+    built = []
+    monkeypatch.setattr(
+        train_module, "Adversary", lambda *a: built.append(Adversary(*a)) or built[-1]
+    )
+    train_module.main(config(*settings, "train.steps=3", f"train.output_dir={tmp / 'run-pixels'}"))
+    assert built[0].disc.nets["a"].highpass == highpass
     latents = (3, *seen[0][1][1:]) if space == "pixels-a" else None
     b_shape = (3, 3, 16, 16) if space == "pixels" else latents
     assert latents is None or latents[1] == 4  # the B endpoints stay latents of 4 channels

@@ -15,7 +15,8 @@ Each term is averaged over the discriminator's patch logits and the batch. The d
 judge latents, or (``space="pixels"``) the images the frozen VAE decoder makes of them, as
 UNSB's PatchGAN judges pixels; the decoder then sits in the generator's graph. ``"pixels-a"``
 puts only domain A's discriminator (the judge of the B -> A endpoints) on decoded images and
-leaves B's on latents; ``"pixels-b"`` the reverse. With an
+leaves B's on latents; ``"pixels-b"`` the reverse. Those on images may see only their
+detail (``high_pass``: the image less its Gaussian blur), not the colours that fill them. With an
 ``augment`` policy every input of a discriminator, real or fake, in both losses, first passes
 through ``diff_augment``'s random differentiable transforms (DiffAugment, Zhao et al.,
 NeurIPS 2020), so that on a small data set the discriminators cannot memorise the real latents.
@@ -23,6 +24,7 @@ NeurIPS 2020), so that on a small data set the discriminators cannot memorise th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,19 +68,37 @@ class PatchDiscriminator(nn.Module):
         return self.net(latents.float())
 
 
+def high_pass(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Images (batch, C, H, W) -> the same less their Gaussian blur of ``sigma`` pixels (per
+    channel; torchvision's kernel of 2 * ceil(3 sigma) + 1 taps, reflected at the borders).
+
+    What is left is the detail finer than about ``sigma``: edges, lines and texture; a flat
+    area of any colour becomes 0. Differentiable. Raises ValueError for sigma <= 0.
+    """
+    if not sigma > 0:
+        raise ValueError(f"a high-pass filter needs sigma > 0 pixels, got {sigma}")
+    from torchvision.transforms.functional import gaussian_blur
+
+    size = 2 * math.ceil(3 * sigma) + 1
+    return images - gaussian_blur(images, [size, size], [sigma, sigma])
+
+
 class PixelPatchDiscriminator(nn.Module):
     """Images (batch, 3, H, W) in [-1, 1] -> patch logits (batch, 1, H/8, W/8).
 
     Three strided convolutions (``_patch_net``): a PatchGAN (Isola et al. 2017) without its
-    batch norm; a logit sees about 22 x 22 pixels.
+    batch norm; a logit sees about 22 x 22 pixels. With ``highpass`` > 0 it sees only
+    ``high_pass(images, highpass)``: how crisp lines and fills are, not which colours fill them.
     """
 
-    def __init__(self, channels: int = 3, width: int = 64) -> None:
+    def __init__(self, channels: int = 3, width: int = 64, highpass: float = 0.0) -> None:
         super().__init__()
+        self.highpass = highpass
         self.net = _patch_net(nn.Conv2d(channels, width, 4, stride=2, padding=1), width)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images.float())
+        images = images.float()
+        return self.net(high_pass(images, self.highpass) if self.highpass > 0 else images)
 
 
 def domain_spaces(space: str) -> dict[str, str]:
@@ -96,15 +116,18 @@ def domain_spaces(space: str) -> dict[str, str]:
 
 class Discriminators(nn.Module):
     """One patch discriminator per domain, under the keys ``"a"`` and ``"b"``: on latents of
-    ``channels`` channels or on RGB images, as ``domain_spaces(space)`` says.
+    ``channels`` channels or on RGB images, as ``domain_spaces(space)`` says; those on images
+    see their ``high_pass`` of ``highpass`` pixels where it is > 0.
     Raises ValueError for an unknown space."""
 
-    def __init__(self, channels: int, width: int = 64, space: str = "latents") -> None:
+    def __init__(
+        self, channels: int, width: int = 64, space: str = "latents", highpass: float = 0.0
+    ) -> None:
         super().__init__()
         self.spaces = domain_spaces(space)
         self.nets = nn.ModuleDict(
             {
-                d: PixelPatchDiscriminator(3, width)
+                d: PixelPatchDiscriminator(3, width, highpass)
                 if self.spaces[d] == "pixels"
                 else PatchDiscriminator(channels, width)
                 for d in DOMAINS
@@ -295,9 +318,11 @@ class Adversary:
         decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
         augment: str = "none",
         space: str = "latents",
+        pixel_highpass: float = 0.0,
     ) -> None:
         """``space`` (``domain_spaces``) says which discriminators judge decoded images;
-        ``decode`` (latents -> images in [-1, 1], differentiable) makes them. ``r1_gamma``: the
+        ``decode`` (latents -> images in [-1, 1], differentiable) makes them, and with
+        ``pixel_highpass`` > 0 they see only their detail (``high_pass``). ``r1_gamma``: the
         R1 weight of both domains or one per domain. ``augment``: the ``diff_augment`` policy of
         every discriminator input. Raises ValueError for an unknown policy or space, or for a
         pixel space without ``decode``."""
@@ -305,7 +330,7 @@ class Adversary:
             raise ValueError(f"unknown augmentation {augment!r}; choose from {AUGMENTATIONS}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.disc = Discriminators(channels, width, space).to(device)
+            self.disc = Discriminators(channels, width, space, pixel_highpass).to(device)
         if decode is None and "pixels" in self.disc.spaces.values():
             raise ValueError(f"discriminator space {space!r} needs a decoder")
         self.optimizer = torch.optim.AdamW(self.disc.parameters(), lr=lr, betas=(0.5, 0.99))

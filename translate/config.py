@@ -247,6 +247,10 @@ class AdversarialConfig:
     # domain A's discriminator, the judge of the B -> A endpoints, on decoded images, B's on
     # latents; pixels-b: the reverse
     space: str = "latents"
+    # the discriminators on decoded images see only their detail: the images less their
+    # Gaussian blur of this sigma in pixels (translate.adversarial.high_pass), so they judge how
+    # crisp lines and fills are, not which colours fill them; 0: the whole images
+    pixel_highpass: float = 0.0
     # DiffAugment (Zhao et al., NeurIPS 2020) of every discriminator input, real and fake alike,
     # and of the generator term's fakes: none | translation | cutout | translation-cutout
     augment: str = "none"
@@ -280,7 +284,7 @@ class AdversarialConfig:
             _positive("adversarial.real_batch", self.real_batch)
         _positive("adversarial.r1_every", self.r1_every)
         keys = ("weight", "start", "ramp", "r1_gamma", "pixel_r1_gamma", "disc_start")
-        keys += ("trajectory_steps",)
+        keys += ("trajectory_steps", "pixel_highpass")
         for key in (*keys, "nce_weight", "transport_weight", "colour_weight"):
             value = getattr(self, key)
             if not 0 <= (value or 0) < math.inf:  # NaN fails too
@@ -299,6 +303,11 @@ class AdversarialConfig:
                     f"adversarial.{key} needs adversarial.weight > 0: the term compares the "
                     "endpoints the adversarial term judges with their sources"
                 )
+        if self.pixel_highpass > 0 and self.space == "latents":
+            raise ConfigError(
+                "adversarial.pixel_highpass filters decoded images, but adversarial.space=latents "
+                "has no discriminator on them: use pixels, pixels-a or pixels-b"
+            )
 
 
 @dataclass

@@ -255,6 +255,7 @@ class Trainer:
                 self._decode if "pixels" in spaces.values() else None,
                 adv.augment,
                 adv.space,
+                adv.pixel_highpass,
             )
         self.content = None  # nce_weight 0: no feature net at all
         if adv.weight > 0 and adv.nce_weight > 0:
