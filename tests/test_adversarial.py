@@ -6,6 +6,7 @@ from translate.adversarial import (
     Discriminators,
     Endpoints,
     PixelPatchDiscriminator,
+    critics,
     discriminator_loss,
     generator_loss,
     high_pass,
@@ -40,17 +41,17 @@ def test_pixel_space_judges_decoded_images_and_passes_the_gradient_to_the_latent
     real, fake = _sets()
     fake = Endpoints(fake.a.requires_grad_(True), fake.b)
     seen = adversary.view(fake)
-    assert seen.a.shape == (32, 3, 32, 32)
+    assert seen["a"].shape == (32, 3, 32, 32)
     adversary.generator_loss(seen).backward()
     assert fake.a.grad is not None and fake.a.grad[:, 3].abs().sum() == 0  # only what decodes
     assert fake.a.grad[:, :3].abs().sum() > 0
     with torch.no_grad():
         real_seen = adversary.view(real)
-    loss = adversary.update(real_seen, Endpoints(seen.a.detach(), seen.b.detach()))
+    loss = adversary.update(real_seen, {k: v.detach() for k, v in seen.items()})
     assert torch.isfinite(loss.total) and loss.r1 > 0
     latent = Adversary(4, 8, 1e-3, 0.05, "cpu", seed=0)
     seen = latent.view(fake)
-    assert seen.a is fake.a and seen.b is fake.b  # latent space: the endpoints as they are
+    assert seen["a"] is fake.a and seen["b"] is fake.b  # latent space: the endpoints as they are
     with pytest.raises(ValueError, match="needs a decoder"):
         Adversary(4, 8, 1e-3, 0.05, "cpu", seed=0, space="pixels-a")
 
@@ -102,22 +103,87 @@ def test_one_domain_in_pixels_decodes_that_domain_only(space):
     fake = Endpoints(fake.a.requires_grad_(True), fake.b.requires_grad_(True))
     seen = adversary.view(fake)
     assert decoded == [32]  # one decode: the pixel domain's
-    assert getattr(seen, pixel_domain).shape == (32, 3, 32, 32)
-    assert getattr(seen, latent_domain) is getattr(fake, latent_domain)
+    assert seen[pixel_domain].shape == (32, 3, 32, 32)
+    assert seen[latent_domain] is getattr(fake, latent_domain)
     adversary.generator_loss(seen).backward()
     for d in "ab":  # both discriminators send a gradient to their latents
         assert getattr(fake, d).grad.abs().sum() > 0
-    real_seen = Endpoints(
-        *(decode(getattr(real, d)) if d == pixel_domain else getattr(real, d) for d in "ab")
-    )
+    real_seen = {
+        d: decode(getattr(real, d)) if d == pixel_domain else getattr(real, d) for d in "ab"
+    }
     before = {k: v.clone() for k, v in adversary.disc.state_dict().items()}
-    loss = adversary.update(real_seen, Endpoints(seen.a.detach(), seen.b.detach()))
+    loss = adversary.update(real_seen, {k: v.detach() for k, v in seen.items()})
     # R1 is taken on the latent domain only (the pixel domain's weight is 0)
     disc = Discriminators(4, width=8, space=space)
     disc.load_state_dict(before)
-    x = getattr(real_seen, latent_domain).clone().requires_grad_(True)
+    x = real_seen[latent_domain].clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(disc(latent_domain, x).sum(), x)
     assert loss.r1.item() == pytest.approx(grad.pow(2).flatten(1).sum(1).mean().item(), rel=1e-5)
+
+
+def test_critics_name_each_discriminator_with_its_domain_and_what_it_sees():
+    assert critics("latents") == {"a": ("a", "latents"), "b": ("b", "latents")}
+    assert critics("pixels") == {"a": ("a", "pixels"), "b": ("b", "pixels")}
+    assert critics("pixels-b") == {"a": ("a", "latents"), "b": ("b", "pixels")}
+    assert critics("latents+pixels-a") == {
+        "a": ("a", "latents"),
+        "b": ("b", "latents"),
+        "a_pixels": ("a", "pixels"),
+    }
+    assert critics("latents+pixels") == {
+        "a": ("a", "latents"),
+        "b": ("b", "latents"),
+        "a_pixels": ("a", "pixels"),
+        "b_pixels": ("b", "pixels"),
+    }
+    with pytest.raises(ValueError, match="unknown discriminator space"):
+        critics("latents+rgb")
+
+
+def test_a_domain_judged_on_latents_and_images_gets_both_terms():
+    """latents+pixels-a: the latent discriminators start as the latent space's do, A's
+    endpoints are decoded once for the extra one, the generator term is the sum of the three
+    discriminators' terms, and each reaches A's latents; R1 is taken per discriminator."""
+    upsample = torch.nn.Upsample(scale_factor=4)
+    decoded = []
+
+    def decode(z):
+        decoded.append(len(z))
+        return torch.tanh(upsample(z[:, :3]))
+
+    gammas = {"a": 0.05, "b": 0.05, "a_pixels": 0.0}
+    both = Adversary(4, 8, 1e-3, gammas, "cpu", seed=0, decode=decode, space="latents+pixels-a")
+    latent = Adversary(4, 8, 1e-3, 0.05, "cpu", seed=0)
+    nets = both.disc.nets
+    assert list(nets) == ["a", "b", "a_pixels"] and nets["a_pixels"].net[0].in_channels == 3
+    for d in "ab":  # the latent discriminators: the same initial weights as without the extra one
+        for p, q in zip(nets[d].parameters(), latent.disc.nets[d].parameters(), strict=True):
+            assert torch.equal(p, q)
+    real, fake = _sets()
+    fake = Endpoints(fake.a.requires_grad_(True), fake.b)
+    seen = both.view(fake)
+    assert decoded == [32] and seen["a"] is fake.a and seen["b"] is fake.b
+    assert seen["a_pixels"].shape == (32, 3, 32, 32)
+    terms = {
+        name: torch.nn.functional.softplus(-both.disc(name, x)).mean() for name, x in seen.items()
+    }
+    assert both.generator_loss(seen).item() == pytest.approx(sum(terms.values()).item(), rel=1e-6)
+    for name in ("a", "a_pixels"):  # each of A's discriminators sends A's latents a gradient
+        (grad,) = torch.autograd.grad(terms[name], fake.a, retain_graph=True)
+        assert grad.abs().sum() > 0
+    real_seen = {"a": real.a, "b": real.b, "a_pixels": decode(real.a)}
+    before = {k: v.clone() for k, v in both.disc.state_dict().items()}
+    loss = both.update(real_seen, {k: v.detach() for k, v in seen.items()})
+    norms = []  # R1 on the latent discriminators only (the image one's weight is 0)
+    disc = Discriminators(4, width=8, space="latents+pixels-a")
+    disc.load_state_dict(before)
+    for d in "ab":
+        x = real_seen[d].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(disc(d, x).sum(), x)
+        norms.append(grad.pow(2).flatten(1).sum(1).mean().item())
+    assert loss.r1.item() == pytest.approx(sum(norms), rel=1e-5)
+    with pytest.raises(KeyError):  # a discriminator without an R1 weight
+        Adversary(4, 8, 1e-3, {"a": 0.05, "b": 0.05}, "cpu", 0, decode, space="latents+pixels-a")
 
 
 def test_per_domain_r1_weights_penalise_each_domain_by_its_own():

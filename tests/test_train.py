@@ -413,7 +413,7 @@ def test_real_batch_feeds_the_discriminators_that_many_reals(workspace, monkeypa
     seen, update = [], Adversary.update
 
     def recording(self, real, fake, *args, **kwargs):
-        seen.append((len(real.a), len(real.b), len(fake.a)))
+        seen.append((len(real["a"]), len(real["b"]), len(fake["a"])))
         return update(self, real, fake, *args, **kwargs)
 
     monkeypatch.setattr(Adversary, "update", recording)
@@ -517,15 +517,30 @@ def test_colour_term_judges_each_decoded_endpoint_against_its_decoded_source(
     assert _final_unet(split) == _final_unet(whole)
 
 
-@pytest.mark.parametrize("space, highpass", [("pixels", 0), ("pixels-a", 0), ("pixels-a", 1.5)])
+# the discriminators on decoded images, and those on latents, by name, for each space
+PIXEL_CRITICS = {
+    "pixels": ({"a", "b"}, set()),
+    "pixels-a": ({"a"}, {"b"}),
+    "latents+pixels-a": ({"a_pixels"}, {"a", "b"}),
+}
+
+
+@pytest.mark.parametrize(
+    "space, highpass",
+    [("pixels", 0), ("pixels-a", 0), ("pixels-a", 1.5), ("latents+pixels-a", 0)],
+)
 def test_pixel_space_discriminators_pass_their_gradient_through_the_real_decoder(
     workspace, monkeypatch, space, highpass
 ):
     """With adversarial.space=pixels the generator term judges images the run's own frozen
     VAE decoded with the graph kept, so the generator loss alone has a gradient in the field's
     weights (with inference's decode, which keeps no graph, it had none). With pixels-a only
-    the B -> A endpoints are decoded, for fakes and reals alike; B's stay latents. A high-pass
-    view of the images passes the gradient on as well."""
+    the B -> A endpoints are decoded, for fakes and reals alike; B's stay latents. With
+    latents+pixels-a both domains keep their latent discriminators and A's endpoints are judged
+    by a discriminator on images as well. Every discriminator's own term sends a gradient to the
+    field. A high-pass view of the images passes the gradient on as well."""
+    import torch.nn.functional as F
+
     tmp, _, config = workspace
     adv = ("adversarial.weight=0.5", "adversarial.start=1", "adversarial.ramp=2")
     adv += ("adversarial.trajectory_steps=2", "adversarial.trajectory_batch=3")
@@ -536,14 +551,17 @@ def test_pixel_space_discriminators_pass_their_gradient_through_the_real_decoder
         out = adversarial_step(self, *args)
         if out is not None and out.generator is not None:
             params = [p for p in self.unet.parameters() if p.requires_grad]
-            grads = torch.autograd.grad(out.generator, params, retain_graph=True, allow_unused=True)
-            norm = sum(g.abs().sum().item() for g in grads if g is not None)
-            seen.append((tuple(out.fake.a.shape), tuple(out.fake.b.shape), norm))
+            norms = {}
+            for name, fake in out.fake.items():  # each discriminator's term alone
+                term = F.softplus(-self.adversary.disc(name, fake)).mean()
+                grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+                norms[name] = sum(g.abs().sum().item() for g in grads if g is not None)
+            seen.append(({name: tuple(x.shape) for name, x in out.fake.items()}, norms))
         return out
 
     def recording_reals(self, *args):
         out = real_view(self, *args)
-        reals.append((tuple(out.a.shape), tuple(out.b.shape)))
+        reals.append({name: tuple(x.shape) for name, x in out.items()})
         return out
 
     monkeypatch.setattr(train_module.Trainer, "_adversarial_step", recording)
@@ -556,15 +574,17 @@ def test_pixel_space_discriminators_pass_their_gradient_through_the_real_decoder
         train_module, "Adversary", lambda *a: built.append(Adversary(*a)) or built[-1]
     )
     train_module.main(config(*settings, "train.steps=3", f"train.output_dir={tmp / 'run-pixels'}"))
-    assert built[0].disc.nets["a"].highpass == highpass
-    latents = (3, *seen[0][1][1:]) if space == "pixels-a" else None
-    b_shape = (3, 3, 16, 16) if space == "pixels" else latents
-    assert latents is None or latents[1] == 4  # the B endpoints stay latents of 4 channels
-    assert len(seen) == 2 and all(
-        a == (3, 3, 16, 16) and b == b_shape and norm > 0 for a, b, norm in seen
-    )
-    # the reals: A's decoded (as many as fakes), B's as the space says (RGB or 4 latent channels)
-    assert reals[0][0] == (3, 3, 16, 16) and reals[0][1][1] == (3 if space == "pixels" else 4)
+    in_pixels, on_latents = PIXEL_CRITICS[space]
+    assert set(built[0].disc.nets) == in_pixels | on_latents
+    assert all(built[0].disc.nets[name].highpass == highpass for name in in_pixels)
+    assert len(seen) == 2
+    for shapes, norms in seen:
+        assert set(shapes) == in_pixels | on_latents and all(n > 0 for n in norms.values())
+        assert all(shapes[name] == (3, 3, 16, 16) for name in in_pixels)  # 3 fakes, RGB
+        assert all(shapes[name][:2] == (3, 4) for name in on_latents)  # 3 fakes, 4 channels
+    # the reals: decoded as many as fakes, or the batch's latents of 4 channels
+    assert all(reals[0][name] == (3, 3, 16, 16) for name in in_pixels)
+    assert all(reals[0][name][1] == 4 for name in on_latents)
 
 
 def test_joint_field_gives_each_group_of_rows_its_own_velocities():

@@ -15,11 +15,15 @@ Each term is averaged over the discriminator's patch logits and the batch. The d
 judge latents, or (``space="pixels"``) the images the frozen VAE decoder makes of them, as
 UNSB's PatchGAN judges pixels; the decoder then sits in the generator's graph. ``"pixels-a"``
 puts only domain A's discriminator (the judge of the B -> A endpoints) on decoded images and
-leaves B's on latents; ``"pixels-b"`` the reverse. Those on images may see only their
-detail (``high_pass``: the image less its Gaussian blur), not the colours that fill them. With an
-``augment`` policy every input of a discriminator, real or fake, in both losses, first passes
-through ``diff_augment``'s random differentiable transforms (DiffAugment, Zhao et al.,
-NeurIPS 2020), so that on a small data set the discriminators cannot memorise the real latents.
+leaves B's on latents; ``"pixels-b"`` the reverse. ``"latents+pixels"`` (``-a``, ``-b``) keeps
+the latent discriminators of both domains and adds one on decoded images for both domains (for
+A, for B), whose generator terms are summed with the latent ones, as pix2pixHD sums the terms
+of its discriminators at several scales (Wang et al., CVPR 2018, Sec. 3.2, "multi-scale
+discriminators"). Those on images may see only their detail (``high_pass``: the image less its
+Gaussian blur), not the colours that fill them. With an ``augment`` policy every input of a
+discriminator, real or fake, in both losses, first passes through ``diff_augment``'s random
+differentiable transforms (DiffAugment, Zhao et al., NeurIPS 2020), so that on a small data set
+the discriminators cannot memorise the real latents.
 """
 
 from __future__ import annotations
@@ -101,41 +105,56 @@ class PixelPatchDiscriminator(nn.Module):
         return self.net(high_pass(images, self.highpass) if self.highpass > 0 else images)
 
 
-def domain_spaces(space: str) -> dict[str, str]:
-    """What each domain's discriminator judges under ``adversarial.space``: ``{"a": ..., "b":
-    ...}``, each ``"latents"`` or ``"pixels"``. ``latents`` and ``pixels`` hold for both
-    domains; ``pixels-a`` (``pixels-b``) puts only that domain's discriminator on decoded images.
-    Raises ValueError for an unknown space."""
+def critics(space: str) -> dict[str, tuple[str, str]]:
+    """The discriminators under ``adversarial.space``: their names, each mapped to ``(domain,
+    judged)``, the domain whose endpoints it judges (``"a"``, ``"b"``) and what it sees of them
+    (``"latents"`` or ``"pixels"``, the decoded images).
+
+    Every space has one discriminator per domain named after it (``"a"``, ``"b"``): on latents
+    for ``latents`` and the ``latents+pixels`` spaces, on decoded images for ``pixels``, and for
+    ``pixels-a`` (``pixels-b``) only that domain's. ``latents+pixels`` adds one on decoded
+    images per domain (``"a_pixels"``, ``"b_pixels"``), ``latents+pixels-a`` (``-b``) that
+    domain's only. Raises ValueError for an unknown space.
+    """
     if space not in SPACES:
         raise ValueError(f"unknown discriminator space {space!r}; choose from {SPACES}")
-    if space in ("latents", "pixels"):
-        return {d: space for d in DOMAINS}
-    pixel_domain = space.removeprefix("pixels-")
-    return {d: "pixels" if d == pixel_domain else "latents" for d in DOMAINS}
+    first, _, extra = space.partition("+")
+    if first == "pixels":
+        main = dict.fromkeys(DOMAINS, "pixels")
+    elif first.startswith("pixels-"):
+        pixel_domain = first.removeprefix("pixels-")
+        main = {d: "pixels" if d == pixel_domain else "latents" for d in DOMAINS}
+    else:
+        main = dict.fromkeys(DOMAINS, "latents")
+    names = {d: (d, judged) for d, judged in main.items()}
+    if extra:
+        extra_domains = DOMAINS if extra == "pixels" else (extra.removeprefix("pixels-"),)
+        names |= {f"{d}_pixels": (d, "pixels") for d in extra_domains}
+    return names
 
 
 class Discriminators(nn.Module):
-    """One patch discriminator per domain, under the keys ``"a"`` and ``"b"``: on latents of
-    ``channels`` channels or on RGB images, as ``domain_spaces(space)`` says; those on images
-    see their ``high_pass`` of ``highpass`` pixels where it is > 0.
-    Raises ValueError for an unknown space."""
+    """The patch discriminators of ``critics(space)``, under their names: on latents of
+    ``channels`` channels or on RGB images; those on images see their ``high_pass`` of
+    ``highpass`` pixels where it is > 0. Raises ValueError for an unknown space."""
 
     def __init__(
         self, channels: int, width: int = 64, space: str = "latents", highpass: float = 0.0
     ) -> None:
         super().__init__()
-        self.spaces = domain_spaces(space)
+        self.critics = critics(space)  # name -> (domain, judged)
         self.nets = nn.ModuleDict(
             {
-                d: PixelPatchDiscriminator(3, width, highpass)
-                if self.spaces[d] == "pixels"
+                name: PixelPatchDiscriminator(3, width, highpass)
+                if judged == "pixels"
                 else PatchDiscriminator(channels, width)
-                for d in DOMAINS
+                for name, (_, judged) in self.critics.items()
             }
         )
 
-    def forward(self, domain: str, latents: torch.Tensor) -> torch.Tensor:
-        return self.nets[domain](latents)
+    def forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """The logits of the discriminator ``name`` for its inputs x (latents or images)."""
+        return self.nets[name](x)
 
 
 def diff_augment(
@@ -207,21 +226,32 @@ def endpoint_weights(t: torch.Tensor, weighting: str) -> Endpoints | None:
     raise ValueError(f"unknown endpoint weighting {weighting!r}; choose from {WEIGHTINGS}")
 
 
+# what the discriminators see, by discriminator name (``critics``): latents (batch, C, h, w) or
+# decoded images (batch, 3, H, W); an ``Endpoints`` stands for {"a": .a, "b": .b}
+Views = dict[str, torch.Tensor]
+
+
+def _views(x: Views | Endpoints) -> Views:
+    return {d: getattr(x, d) for d in DOMAINS} if isinstance(x, Endpoints) else x
+
+
 def generator_loss(
     disc: Discriminators,
-    fake: Endpoints,
+    fake: Views | Endpoints,
     weights: Endpoints | None = None,
     augment: str = "none",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Non-saturating loss of predicted endpoints under both discriminators (a scalar), each
-    input first augmented by ``diff_augment(., augment, generator)``."""
+    """Non-saturating loss of predicted endpoints under every discriminator, summed (a scalar);
+    ``fake`` holds each discriminator's view of them (``Adversary.view``), each first augmented
+    by ``diff_augment(., augment, generator)``; ``weights`` weight the samples of each domain."""
+    fake = _views(fake)
     return sum(
         _weighted_mean(
-            F.softplus(-disc(d, diff_augment(getattr(fake, d), augment, generator))),
-            _get(weights, d),
+            F.softplus(-disc(name, diff_augment(fake[name], augment, generator))),
+            _get(weights, domain),
         )
-        for d in DOMAINS
+        for name, (domain, _) in disc.critics.items()
     )
 
 
@@ -233,45 +263,51 @@ def _get(weights: Endpoints | None, domain: str) -> torch.Tensor | None:
 class DiscriminatorLoss:
     """The discriminators' objective and its parts (scalars)."""
 
-    total: torch.Tensor  # logistic loss + R1, summed over both domains
+    total: torch.Tensor  # logistic loss + R1, summed over the discriminators
     logistic: torch.Tensor
-    r1: torch.Tensor  # mean squared gradient norm on real latents, before gamma / 2
+    r1: torch.Tensor  # mean squared gradient norm on the real inputs, before gamma / 2
 
 
 def discriminator_loss(
     disc: Discriminators,
-    real: Endpoints,
-    fake: Endpoints,
+    real: Views | Endpoints,
+    fake: Views | Endpoints,
     r1_gamma: float | dict[str, float],
     weights: Endpoints | None = None,
     augment: str = "none",
     generator: torch.Generator | None = None,
 ) -> DiscriminatorLoss:
-    """Logistic loss on real vs (detached) fake latents, plus the R1 penalty on the reals.
+    """Logistic loss on real vs (detached) fake views, plus the R1 penalty on the reals.
 
-    ``weights`` (``endpoint_weights``) weight the fakes. ``r1_gamma``: the R1 weight of both
-    domains, or one per domain (``{"a": ..., "b": ...}``); 0 skips that domain's gradient
-    penalty (and its double backward). Every input is first augmented by
-    ``diff_augment(., augment, generator)``; R1 is the gradient with respect to the real
-    inputs before their augmentation (as DiffAugment's StyleGAN2 code computes it).
+    ``real`` and ``fake`` hold each discriminator's inputs by its name (``critics``; an
+    ``Endpoints`` for the two of a one-per-domain space). ``weights`` (``endpoint_weights``)
+    weight the fakes of each domain. ``r1_gamma``: the R1 weight of every discriminator, or one
+    per discriminator name; 0 skips that one's gradient penalty (and its double backward).
+    Every input is first augmented by ``diff_augment(., augment, generator)``; R1 is the
+    gradient with respect to the real inputs before their augmentation (as DiffAugment's
+    StyleGAN2 code computes it). Raises KeyError when a discriminator has no input or weight.
     """
-    gammas = r1_gamma if isinstance(r1_gamma, dict) else {d: r1_gamma for d in DOMAINS}
-    logistic = torch.zeros((), device=real.a.device)
-    norms = {}  # domain -> mean squared gradient norm on its reals, before its weight
-    for d in DOMAINS:
-        x_real = getattr(real, d).detach().float().requires_grad_(gammas[d] > 0)
-        logits_real = disc(d, diff_augment(x_real, augment, generator))
-        logits_fake = disc(d, diff_augment(getattr(fake, d).detach(), augment, generator))
-        fake_loss = _weighted_mean(F.softplus(logits_fake), _get(weights, d))
+    real, fake = _views(real), _views(fake)
+    names = list(disc.critics)
+    gammas = r1_gamma if isinstance(r1_gamma, dict) else dict.fromkeys(names, r1_gamma)
+    device = real[names[0]].device
+    logistic = torch.zeros((), device=device)
+    norms = {}  # name -> mean squared gradient norm on its reals, before its weight
+    for name in names:
+        domain = disc.critics[name][0]
+        x_real = real[name].detach().float().requires_grad_(gammas[name] > 0)
+        logits_real = disc(name, diff_augment(x_real, augment, generator))
+        logits_fake = disc(name, diff_augment(fake[name].detach(), augment, generator))
+        fake_loss = _weighted_mean(F.softplus(logits_fake), _get(weights, domain))
         logistic = logistic + F.softplus(-logits_real).mean() + fake_loss
-        if gammas[d] > 0:
+        if gammas[name] > 0:
             (grad,) = torch.autograd.grad(logits_real.sum(), x_real, create_graph=True)
-            norms[d] = grad.pow(2).flatten(1).sum(1).mean()
-    r1 = sum(norms.values(), torch.zeros((), device=real.a.device))
-    if len(set(gammas.values())) == 1:  # one weight: applied to the sum
-        penalty = gammas["a"] / 2 * r1
+            norms[name] = grad.pow(2).flatten(1).sum(1).mean()
+    r1 = sum(norms.values(), torch.zeros((), device=device))
+    if len({gammas[name] for name in names}) == 1:  # one weight: applied to the sum
+        penalty = gammas[names[0]] / 2 * r1
     else:
-        penalty = sum(gammas[d] / 2 * norm for d, norm in norms.items())
+        penalty = sum(gammas[name] / 2 * norm for name, norm in norms.items())
     return DiscriminatorLoss(logistic + penalty, logistic.detach(), r1.detach())
 
 
@@ -320,41 +356,52 @@ class Adversary:
         space: str = "latents",
         pixel_highpass: float = 0.0,
     ) -> None:
-        """``space`` (``domain_spaces``) says which discriminators judge decoded images;
-        ``decode`` (latents -> images in [-1, 1], differentiable) makes them, and with
-        ``pixel_highpass`` > 0 they see only their detail (``high_pass``). ``r1_gamma``: the
-        R1 weight of both domains or one per domain. ``augment``: the ``diff_augment`` policy of
-        every discriminator input. Raises ValueError for an unknown policy or space, or for a
-        pixel space without ``decode``."""
+        """``space`` (``critics``) says which discriminators there are and which of them judge
+        decoded images; ``decode`` (latents -> images in [-1, 1], differentiable) makes them,
+        and with ``pixel_highpass`` > 0 they see only their detail (``high_pass``).
+        ``r1_gamma``: the R1 weight of every discriminator or one per discriminator name.
+        ``augment``: the ``diff_augment`` policy of every discriminator input. Raises ValueError
+        for an unknown policy or space, or for a pixel space without ``decode``."""
         if augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augment!r}; choose from {AUGMENTATIONS}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.disc = Discriminators(channels, width, space, pixel_highpass).to(device)
-        if decode is None and "pixels" in self.disc.spaces.values():
+        self.critics = self.disc.critics  # name -> (domain, judged)
+        if decode is None and any(self.in_pixels(name) for name in self.critics):
             raise ValueError(f"discriminator space {space!r} needs a decoder")
         self.optimizer = torch.optim.AdamW(self.disc.parameters(), lr=lr, betas=(0.5, 0.99))
-        # domain -> R1 weight
-        self.r1_gamma = r1_gamma if isinstance(r1_gamma, dict) else dict.fromkeys(DOMAINS, r1_gamma)
+        # discriminator name -> R1 weight
+        if isinstance(r1_gamma, dict):
+            self.r1_gamma = {name: r1_gamma[name] for name in self.critics}
+        else:
+            self.r1_gamma = dict.fromkeys(self.critics, r1_gamma)
         self.decode = decode
         self.augment = augment
 
-    def in_pixels(self, domain: str) -> bool:
-        """Whether ``domain``'s discriminator judges decoded images."""
-        return self.disc.spaces[domain] == "pixels"
+    def in_pixels(self, name: str) -> bool:
+        """Whether the discriminator ``name`` judges decoded images."""
+        return self.critics[name][1] == "pixels"
 
-    def view(self, endpoints: Endpoints) -> Endpoints:
-        """What the discriminators judge: per domain, the latents themselves or their decoded
-        images (with the graph to the latents, unless called under ``torch.no_grad``)."""
-        a, b = (
-            self.decode(getattr(endpoints, d)) if self.in_pixels(d) else getattr(endpoints, d)
-            for d in DOMAINS
-        )
-        return Endpoints(a, b)
+    def view(self, endpoints: Endpoints) -> Views:
+        """What the discriminators judge, by name: the latents of their domain or their decoded
+        images (with the graph to the latents, unless called under ``torch.no_grad``); each
+        domain is decoded once, however many discriminators see its images."""
+        images: dict[str, torch.Tensor] = {}
+        views = {}
+        for name, (domain, judged) in self.critics.items():
+            latents = getattr(endpoints, domain)
+            if judged == "pixels":
+                if domain not in images:
+                    images[domain] = self.decode(latents)
+                views[name] = images[domain]
+            else:
+                views[name] = latents
+        return views
 
     def generator_loss(
         self,
-        fake: Endpoints,
+        fake: Views,
         weights: Endpoints | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
@@ -363,8 +410,8 @@ class Adversary:
 
     def update(
         self,
-        real: Endpoints,
-        fake: Endpoints,
+        real: Views,
+        fake: Views,
         reduce=None,
         weights: Endpoints | None = None,
         generator: torch.Generator | None = None,

@@ -22,9 +22,18 @@ from translate.solvers import METHODS
 
 SOURCES = ("emoji", "folders", "celeba", "glyphs")
 WEIGHTINGS = ("uniform", "distance")  # of predicted endpoints: translate.adversarial
-# what the discriminators judge (translate.adversarial.domain_spaces): both latents, both
-# decoded images, or only domain A's (B's) on decoded images
-SPACES = ("latents", "pixels", "pixels-a", "pixels-b")
+# what the discriminators judge (translate.adversarial.critics): both latents, both decoded
+# images, or only domain A's (B's) on decoded images; latents+pixels(-a, -b): both on latents,
+# and a second discriminator on decoded images for both domains (for A, for B)
+SPACES = (
+    "latents",
+    "pixels",
+    "pixels-a",
+    "pixels-b",
+    "latents+pixels",
+    "latents+pixels-a",
+    "latents+pixels-b",
+)
 # DiffAugment policies of the discriminators' inputs: translate.adversarial.diff_augment
 AUGMENTATIONS = ("none", "translation", "cutout", "translation-cutout")
 COLOUR_MATCHES = ("layout", "composition")  # the colour term's comparisons: translate.content
@@ -245,7 +254,10 @@ class AdversarialConfig:
     # latents: the discriminators judge latents; pixels: they judge decoded images (the frozen
     # VAE decoder in the generator's graph; the real ends are decoded too); pixels-a: only
     # domain A's discriminator, the judge of the B -> A endpoints, on decoded images, B's on
-    # latents; pixels-b: the reverse
+    # latents; pixels-b: the reverse; latents+pixels: both on latents, and for each domain a
+    # second one on decoded images, its generator term added; latents+pixels-a (-b): the second
+    # for domain A (B) only. Discriminators on decoded images take pixel_r1_gamma, on latents
+    # r1_gamma
     space: str = "latents"
     # the discriminators on decoded images see only their detail: the images less their
     # Gaussian blur of this sigma in pixels (translate.adversarial.high_pass), so they judge how
@@ -306,7 +318,7 @@ class AdversarialConfig:
         if self.pixel_highpass > 0 and self.space == "latents":
             raise ConfigError(
                 "adversarial.pixel_highpass filters decoded images, but adversarial.space=latents "
-                "has no discriminator on them: use pixels, pixels-a or pixels-b"
+                "has no discriminator on them: use a space with pixels in it"
             )
 
 

@@ -30,7 +30,8 @@ from translate.adversarial import (
     Adversary,
     DiscriminatorLoss,
     Endpoints,
-    domain_spaces,
+    Views,
+    critics,
     endpoint_weights,
     ramp,
 )
@@ -241,18 +242,18 @@ class Trainer:
         adv = cfg.adversarial
         self.adversary = None  # weight 0: no discriminators at all, the plain recipe
         if adv.weight > 0:
-            spaces = domain_spaces(adv.space)
+            judged = {name: seen for name, (_, seen) in critics(adv.space).items()}
             self.adversary = Adversary(
                 latent_shape[0],
                 adv.width,
                 adv.lr,
                 {
-                    d: adv.pixel_r1_gamma if s == "pixels" else adv.r1_gamma
-                    for d, s in spaces.items()
+                    name: adv.pixel_r1_gamma if seen == "pixels" else adv.r1_gamma
+                    for name, seen in judged.items()
                 },
                 device,
                 cfg.train.seed,
-                self._decode if "pixels" in spaces.values() else None,
+                self._decode if "pixels" in judged.values() else None,
                 adv.augment,
                 adv.space,
                 adv.pixel_highpass,
@@ -467,20 +468,22 @@ class Trainer:
         every = self.cfg.adversarial.r1_every
         return float(every) if (self.step + 1) % every == 0 else 0.0
 
-    def _real_view(self, pairing: Pairing, fake: Endpoints) -> Endpoints:
-        """The real ends as the discriminators see them, per domain: on latents, every real
-        latent of the batch or its first ``adversarial.real_batch``; in pixel space, the first
-        as many as there are fakes of that domain, decoded."""
+    def _real_view(self, pairing: Pairing, fake: Views) -> Views:
+        """The real ends as each discriminator sees them (by name): on latents, every real
+        latent of its domain in the batch or the first ``adversarial.real_batch``; in pixel
+        space, the first as many as it has fakes, decoded (once per domain)."""
         real, n = Endpoints(*pairing.real_ends), self.cfg.adversarial.real_batch
-        ends = {}
-        for d in ("a", "b"):
-            latents = getattr(real, d)
-            if self.adversary.in_pixels(d):
-                with torch.no_grad():
-                    ends[d] = self.adversary.decode(latents[: len(getattr(fake, d))])
+        views, images = {}, {}
+        for name, (domain, _) in self.adversary.critics.items():
+            latents = getattr(real, domain)
+            if self.adversary.in_pixels(name):
+                if domain not in images:
+                    with torch.no_grad():
+                        images[domain] = self.adversary.decode(latents[: len(fake[name])])
+                views[name] = images[domain]
             else:
-                ends[d] = latents if n is None else latents[:n]
-        return Endpoints(**ends)
+                views[name] = latents if n is None else latents[:n]
+        return views
 
     def _reflow_round(self) -> None:
         """Switch the pair stream to a reflow round's pairs when the coming step starts one.
@@ -1008,7 +1011,7 @@ class AdversarialStep:
     """One step's adversarial term: lambda, the predicted endpoints and the losses."""
 
     weight: float  # lambda on the generator loss (0 while only the discriminators train)
-    fake: Endpoints  # predicted endpoints as judged: latents (batch, C, h, w) or images
+    fake: Views  # predicted endpoints as each discriminator judges them: latents or images
     weights: Endpoints | None  # per-sample weights of the endpoints (adversarial.weighting)
     generator: torch.Tensor | None  # the generator loss; None while weight is 0
     # the weighted content terms (nce_weight, transport_weight, colour_weight), before the ramp;
