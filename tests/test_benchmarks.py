@@ -400,3 +400,37 @@ def test_reflow_pairs_times_both_precisions_against_float32(repo, tmp_path, tiny
     assert [r["precision"] for r in rows] == ["float32", "bf16 autocast"]
     assert rows[0]["max |diff|"] == 0.0  # float32 against itself
     assert 0 < rows[1]["mean |diff|"] < 0.1 * rows[1]["latent std"]  # bf16: close, not equal
+
+
+def test_run_profile(repo, tmp_path):
+    """Samples of the launcher and of background threads are left out; each sample of the
+    main thread goes to the first stage on its stack, the flow's step also to its part."""
+    main = 'process 1:"python3 train.py";<module> (train.py:8);main (translate/train.py:115)'
+    step = f"{main};Trainer._loop (translate/train.py:362);Trainer._update (translate/train.py:419)"
+    lines = [
+        'process 0:"accelerate launch";main (accelerate/commands/launch.py:9) 500',
+        f"{main};Thread._bootstrap (threading.py:1);TMonitor.run (tqdm/_monitor.py:60) 700",
+        f"{main};train_autoencoder (translate/autoencoder.py:170) 30",
+        f"{main};train_autoencoder (a.py:1);_load_pixels (translate/autoencoder.py:94) 4",
+        f"{step};Accelerator.backward (accelerate/accelerator.py:2) 50",
+        f"{step};Trainer._rollout (translate/train.py:544) 10",
+        f"{step};cfm_step (translate/flow.py:314) 20",
+        f"{main};Trainer._loop (translate/train.py:362);EMAModel.step (diffusers/ema.py:1) 6",
+        f"{main};Trainer._reflow_round (translate/train.py:500) 8",
+        f"{main};something_else (x.py:1) 2",
+    ]
+    raw = tmp_path / "prof.txt"
+    raw.write_text("\n".join(lines) + "\n")
+    result = _run(repo, tmp_path, "run_profile", str(raw), "--rate", "2")
+    assert result["total_s"] == 130 / 2
+    stages = {row["stage"]: row["s"] for row in result["stages"]}
+    assert stages == {
+        "flow: steps": 40.0,
+        "stage 1: steps": 15.0,
+        "stage 1: loading images": 2.0,
+        "flow: EMA": 3.0,
+        "flow: reflow pairs": 4.0,
+        "other": 1.0,
+    }
+    parts = {row["part"]: row["s"] for row in result["flow_step_parts"]}
+    assert parts == {"backward": 25.0, "regression forward": 10.0, "rollout (no grad)": 5.0}
