@@ -1143,3 +1143,19 @@ def test_reflow_pairs_are_drawn_in_the_runs_precision(workspace, monkeypatch, pr
         AcceleratorState._reset_state(reset_partial_state=True)
     assert seen == {expected}
     assert (out / "reflow" / "round-000002.safetensors").is_file()
+
+
+def test_the_ema_decay_is_a_cap_on_its_warm_up_schedule(workspace):
+    """The EMA's decay at optimizer step n is min(train.ema_decay, n / (9 + n)): over 3 steps
+    the warm-up reaches 3/12, so a cap of 0.25 or more gives the same EMA bit for bit (the
+    config's comment and docs/SHARPNESS.md rely on it), and a lower cap changes it."""
+    tmp, _, config = workspace
+    out = {}
+    for decay in ("0.999", "0.25", "0.15"):
+        out[decay] = tmp / f"run-{decay}"
+        settings = ("train.steps=3", f"train.ema_decay={decay}", "train.sample_every=3")
+        train_module.main(config(*settings, f"train.output_dir={out[decay]}"))
+    assert _final_unet(out["0.999"]) == _final_unet(out["0.25"])
+    assert _final_unet(out["0.15"]) != _final_unet(out["0.999"])  # binds at step 2 (2/11)
+    live = [load_file(str(runs.latest_state(o) / "model.safetensors")) for o in out.values()]
+    assert all(torch.equal(live[0][k], other[k]) for other in live[1:] for k in live[0])

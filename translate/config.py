@@ -380,6 +380,9 @@ class TrainConfig:
     lr_schedule: str = "constant"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    # the EMA's decay at optimizer step n is min(ema_decay, n / (9 + n)) (diffusers' EMAModel):
+    # an average over about the last tenth of the run; the cap binds only from step
+    # 9 * ema_decay / (1 - ema_decay) on, 8991 for 0.999 (docs/SHARPNESS.md §3, EMA)
     ema_decay: float = 0.999
     seed: int = 0
     log_every: int = 25  # steps between tracker logs
