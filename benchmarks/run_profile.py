@@ -50,8 +50,8 @@ STEP_PARTS = (
 )
 
 
-def _functions(stack: str) -> list[str]:
-    return [frame.split(" (")[0] for frame in stack.split(";")]
+def _functions(frames: list[str]) -> list[str]:
+    return [frame.split(" (")[0] for frame in frames]
 
 
 def _match(functions: list[str], groups) -> str | None:
@@ -73,7 +73,7 @@ def attribute(lines, rate: float) -> tuple[dict[str, float], dict[str, float]]:
         frames = stack.split(";")
         if len(frames) < 2 or "train.py" not in frames[1] or "Thread._bootstrap" in stack:
             continue  # another process, or a background thread
-        functions = _functions(stack)
+        functions = _functions(frames)
         stage = _match(functions, STAGES) or "other"
         stages[stage] += int(count)
         if stage == "flow: steps":
